@@ -1,0 +1,3 @@
+from lit_untrac.cli import main
+
+main()
