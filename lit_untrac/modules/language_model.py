@@ -123,7 +123,7 @@ class LanguageModel(pl.LightningModule):
 
     def __init__(
         self,
-        model: ModelSpec | dict[str, Any] | str,
+        model: ModelSpec | dict[str, Any] | str | None = None,
         optimizer: str = "AdamW",
         optimizer_args: dict[str, Any] | None = None,
         scheduler: Literal["constant", "linear", "cosine"] = "constant",
@@ -134,6 +134,8 @@ class LanguageModel(pl.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
+        if model is None:
+            raise UserError("the module needs a model: a name, a path or a model dict")
         choose("scheduler", scheduler, SCHEDULERS)
         resolve_optimizer(optimizer)
         spec = ModelSpec.coerce(model)

@@ -9,10 +9,12 @@ as ``transformers`` computes it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from lit_untrac.data.formats import IGNORE_INDEX
+from lit_untrac.data.formats import IGNORE_INDEX, length_grouped_batches
 
 
 def logits_and_targets(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,3 +61,49 @@ def batch_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The training loss of a batch: the mean over all its label tokens."""
     nll_sum, n_tokens = token_nll(model, batch)
     return nll_sum.sum() / n_tokens.sum().clamp(min=1)
+
+
+@dataclass
+class EvalSet:
+    """One named evaluation set, tokenised and collated once.
+
+    The batches group examples of similar length (little padding) and can be
+    moved to a device once, so an evaluation is a bare forward loop.
+    """
+
+    name: str
+    batches: list[dict[str, torch.Tensor]]
+    n_examples: int
+
+    @classmethod
+    def build(
+        cls, name: str, examples, collator, batch_size: int, max_tokens: int | None = None
+    ) -> EvalSet:
+        batches = length_grouped_batches(list(examples), collator, batch_size, max_tokens)
+        return cls(name, batches, len(examples))
+
+    def to(self, device: torch.device | str) -> EvalSet:
+        moved = [{k: v.to(device, non_blocking=True) for k, v in b.items()} for b in self.batches]
+        return EvalSet(self.name, moved, self.n_examples)
+
+
+@torch.no_grad()
+def summed_example_loss(model, eval_set: EvalSet) -> torch.Tensor:
+    """sum_j L(z_j, theta) over the set's examples, in float64 (a 0-d tensor)."""
+    total = torch.zeros((), dtype=torch.float64, device=_device_of(model))
+    for batch in eval_set.batches:
+        total += example_losses(model, batch).double().sum()
+    return total
+
+
+def reduce_loss(total: float, n_examples: int, reduction: str) -> float:
+    """``sum``: the paper's sum over examples (Eq. 2 and 4); ``mean``: per example."""
+    if reduction == "sum":
+        return float(total)
+    if reduction == "mean":
+        return float(total) / max(n_examples, 1)
+    raise ValueError(f"unknown reduction {reduction!r}; expected 'sum' or 'mean'")
+
+
+def _device_of(model) -> torch.device:
+    return next(model.parameters()).device

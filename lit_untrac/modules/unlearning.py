@@ -42,7 +42,7 @@ class UnlearningModule(LanguageModel):
 
     def __init__(
         self,
-        model: ModelSpec | dict[str, Any] | str,
+        model: ModelSpec | dict[str, Any] | str | None = None,
         optimizer: str = "Adam",
         optimizer_args: dict[str, Any] | None = None,
         scheduler: Literal["constant", "linear", "cosine"] = "constant",

@@ -1,0 +1,161 @@
+"""The experiment config: one YAML shape for every lit-untrac command.
+
+``model``, ``data`` and ``trainer`` are the sections LightningCLI's ``fit``
+reads (the language-model module, the mixture datamodule, the Trainer), so a
+``fit`` config's sections can be copied into an experiment config as they
+are. The other sections configure the stages: ``untrac``, ``untrac_inv``,
+``ground_truth``, ``baselines``. Each command reads the sections it needs
+and ignores the rest, so one experiment config drives every command.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from lit_untrac.errors import UserError
+
+
+@dataclass
+class UnlearnConfig:
+    """How to unlearn: UnTrac unlearns each training dataset, UnTrac-Inv each test dataset.
+
+    Attributes:
+        optimizer: A ``torch.optim`` class name or dotted path (the paper:
+            Adam; its scripts: Adafactor).
+        optimizer_args: The optimizer's arguments (the paper: lr 5e-5,
+            betas 0.9 and 0.999).
+        scheduler: ``constant`` (the paper), ``linear`` or ``cosine``.
+        batch_size: Examples per unlearning step (UnTrac 1, UnTrac-Inv 256).
+        epochs: Passes over the unlearned dataset (UnTrac 1, UnTrac-Inv 5).
+        every_n_steps: Evaluate every n steps (and always at the last).
+        reduction: ``sum`` over examples (the paper's Eq. 2 and 4) or ``mean``.
+        eval_batch_size: Examples per evaluation batch.
+        eval_max_tokens: Padded tokens per evaluation batch, at most.
+    """
+
+    optimizer: str = "Adam"
+    optimizer_args: dict[str, Any] = field(
+        default_factory=lambda: {"lr": 5.0e-5, "betas": [0.9, 0.999]}
+    )
+    scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    batch_size: int = 1
+    epochs: int = 1
+    every_n_steps: int = 1
+    reduction: Literal["sum", "mean"] = "sum"
+    eval_batch_size: int = 64
+    eval_max_tokens: int | None = None
+
+
+@dataclass
+class GroundTruthConfig:
+    """Leave-dataset-out retraining (the paper's Eq. 1).
+
+    Attributes:
+        variant: ``paper``: the same number of steps T on the mixture without
+            the dataset; ``classic``: the same epochs over all of D without Z
+            (the step count follows the data; Appendix A.1).
+        seeds: Retrain theta_0 and every leave-out model this many times with
+            different seeds; the ground truth is the mean over seeds.
+        vary_init: Whether a seed also changes the initialisation (besides
+            the data order and dropout).
+        reduction: ``sum`` over test examples or ``mean``.
+        eval_batch_size: Examples per evaluation batch.
+    """
+
+    variant: Literal["paper", "classic"] = "paper"
+    seeds: int = 1
+    vary_init: bool = True
+    reduction: Literal["sum", "mean"] = "sum"
+    eval_batch_size: int = 64
+
+
+@dataclass
+class BaselinesConfig:
+    """Gradient-based baselines at dataset level.
+
+    Attributes:
+        methods: Any of ``graddot``, ``gradcos``, ``tracin``, ``hif_lissa``,
+            ``hif_arnoldi``.
+        batch_size: Examples per gradient pass.
+        tracin_every_n_steps: Save TracIn checkpoints (weights and learning
+            rate) every n steps while theta_0 trains (the paper: 128 for
+            finetuning, 10,000 for pretraining).
+        hessian_examples: Training examples the Hessian is estimated on.
+        lissa: LiSSA settings: ``depth`` (iterations; the paper: 10),
+            ``damping``, ``scale``, ``repeats``.
+        arnoldi: Arnoldi settings: ``iterations`` (n) and ``top_k`` (p);
+            the paper: 25 and 25 for finetuning, 200 and 100 for pretraining.
+    """
+
+    methods: list[str] = field(
+        default_factory=lambda: ["graddot", "gradcos", "tracin", "hif_lissa", "hif_arnoldi"]
+    )
+    batch_size: int = 8
+    tracin_every_n_steps: int = 128
+    hessian_examples: int = 256
+    lissa: dict[str, Any] = field(
+        default_factory=lambda: {"depth": 10, "damping": 0.01, "scale": 10.0, "repeats": 1}
+    )
+    arnoldi: dict[str, Any] = field(default_factory=lambda: {"iterations": 25, "top_k": 25})
+
+
+def experiment_parser(prog: str = "lit-untrac", description: str | None = None):
+    """The parser of the experiment config, shared by every non-LightningCLI command."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+    from lightning.pytorch import Trainer
+
+    from lit_untrac.data import MixtureDataModule
+    from lit_untrac.modules import LanguageModel
+
+    parser = ArgumentParser(
+        prog=prog, description=description, env_prefix="LIT_UNTRAC", default_env=False
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="An experiment YAML config.")
+    parser.add_argument(
+        "--name", type=str, default="experiment", help="The experiment's name (W&B group)."
+    )
+    parser.add_argument(
+        "--output_dir", type=str, default="runs/experiment", help="The experiment folder."
+    )
+    parser.add_argument(
+        "--seed_everything", type=int, default=0, help="The seed of theta_0 and every stage."
+    )
+    parser.add_argument(
+        "--pretrained",
+        type=str | None,
+        default=None,
+        help="theta_0, if given rather than trained: a save_pretrained folder, hub id, packaged model or .ckpt.",
+    )
+    parser.add_argument(
+        "--targets",
+        type=list[str] | None,
+        default=None,
+        help="Only these datasets (training datasets for untrac and leave-out, test datasets for untrac-inv).",
+    )
+    parser.add_class_arguments(LanguageModel, "model", instantiate=False)
+    parser.add_class_arguments(MixtureDataModule, "data", instantiate=False)
+    parser.add_class_arguments(Trainer, "trainer", instantiate=False)
+    parser.add_class_arguments(UnlearnConfig, "untrac")
+    parser.add_class_arguments(
+        UnlearnConfig, "untrac_inv", default={"batch_size": 256, "epochs": 5}
+    )
+    parser.add_class_arguments(GroundTruthConfig, "ground_truth")
+    parser.add_class_arguments(BaselinesConfig, "baselines")
+    return parser
+
+
+def theta0_path(cfg) -> str:
+    """Where theta_0 is: ``pretrained``, or the experiment's ``model/export``."""
+    return cfg.pretrained or os.path.join(cfg.output_dir, "model", "export")
+
+
+def require_theta0(cfg) -> str:
+    path = theta0_path(cfg)
+    if cfg.pretrained is None and not os.path.isdir(path):
+        raise UserError(
+            f"theta_0 not found at {path!r}: train it first (lit-untrac experiment, or "
+            "lit-untrac fit with export_dir there) or set pretrained"
+        )
+    return path

@@ -1,0 +1,125 @@
+"""What every stage command shares: parsing the experiment config, building
+a fresh Trainer and datamodule per job, and saving the resolved config."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lit_untrac.config import experiment_parser
+from lit_untrac.errors import UserError
+
+#: Trainer settings every stage job uses unless its config says otherwise.
+STAGE_TRAINER_DEFAULTS: dict[str, Any] = {
+    "logger": False,
+    "enable_model_summary": False,
+    "num_sanity_val_steps": 0,
+    "limit_val_batches": 0,
+}
+
+
+@dataclass
+class Context:
+    """A parsed experiment config and the parser that can re-instantiate it."""
+
+    parser: Any
+    cfg: Any
+
+    @property
+    def output_dir(self) -> str:
+        return self.cfg.output_dir
+
+    def instantiate(self, cfg=None):
+        """Instantiate the config's classes afresh (new loggers, new callbacks)."""
+        cfg = self.cfg if cfg is None else cfg
+        instantiate = getattr(self.parser, "instantiate", None) or self.parser.instantiate_classes
+        return instantiate(cfg)
+
+    def save_config(self, folder: str) -> None:
+        """Write the resolved config to ``folder/config.yaml`` (atomically)."""
+        from lit_untrac.results import atomic_write_text
+
+        atomic_write_text(
+            os.path.join(folder, "config.yaml"), self.parser.dump(self.cfg, skip_none=False)
+        )
+
+
+def parse(args: Sequence[str], prog: str, description: str | None = None, extra=None) -> Context:
+    """Parse a command's arguments. ``extra(parser)`` may add command flags."""
+    parser = experiment_parser(prog=prog, description=description)
+    if extra is not None:
+        extra(parser)
+    cfg = parser.parse_args(list(args))
+    return Context(parser, cfg)
+
+
+def build_datamodule(ctx: Context, **overrides: Any):
+    """A fresh :class:`~lit_untrac.data.MixtureDataModule` from ``data``, with overrides."""
+    from lit_untrac.data import MixtureDataModule
+
+    kwargs = dict(vars(ctx.instantiate().data))
+    kwargs.update(overrides)
+    return MixtureDataModule(**kwargs)
+
+
+def _is_wandb(logger_cfg: Any) -> bool:
+    return str(getattr(logger_cfg, "class_path", "")).endswith("WandbLogger")
+
+
+def _name_loggers(trainer_cfg, folder: str, run_name: str | None, group: str | None) -> None:
+    """Give each W&B logger of a job its run name, group and folder."""
+    loggers = trainer_cfg.logger if isinstance(trainer_cfg.logger, list) else [trainer_cfg.logger]
+    for logger in loggers:
+        if _is_wandb(logger):
+            init = logger.init_args
+            if run_name is not None:
+                init.name = run_name
+            if group is not None:
+                init["group"] = group
+            if getattr(init, "save_dir", None) in (None, "."):
+                init.save_dir = folder
+
+
+def build_trainer(
+    ctx: Context,
+    folder: str,
+    callbacks: Sequence[Any] = (),
+    run_name: str | None = None,
+    group: str | None = None,
+    **overrides: Any,
+):
+    """A fresh Trainer from the ``trainer`` section for one job.
+
+    The job's folder is its ``default_root_dir``; loggers and callbacks of the
+    config are instantiated anew; ``callbacks`` are added; ``overrides``
+    replace config values. Batches are sharded by the datamodule's own
+    sampler, so Lightning's distributed sampler is turned off.
+    """
+    from lightning.pytorch import Trainer
+
+    cfg = copy.deepcopy(ctx.cfg)
+    _name_loggers(cfg.trainer, folder, run_name, group)
+    kwargs = dict(vars(ctx.instantiate(cfg).trainer))
+    for key, value in STAGE_TRAINER_DEFAULTS.items():
+        if kwargs.get(key) == _trainer_default(key):  # not set by the config
+            kwargs[key] = value
+    kwargs.update(overrides)
+    kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + list(callbacks)
+    kwargs["default_root_dir"] = folder
+    kwargs["use_distributed_sampler"] = False
+    os.makedirs(folder, exist_ok=True)
+    try:
+        return Trainer(**kwargs)
+    except (ValueError, TypeError) as err:
+        raise UserError(f"bad trainer settings: {err}") from err
+
+
+def _trainer_default(key: str) -> Any:
+    import inspect
+
+    from lightning.pytorch import Trainer
+
+    return inspect.signature(Trainer.__init__).parameters[key].default
