@@ -167,7 +167,7 @@ def load_raw(spec: DatasetSpec):
         from lit_untrac.data.recipes import RECIPES
 
         choose("recipe", spec.recipe, RECIPES)
-        raw = RECIPES[spec.recipe](raw, **spec.recipe_args)
+        raw = RECIPES[spec.recipe](raw, spec, **spec.recipe_args)
     if spec.max_documents is not None:
         raw = raw.select(seeded_sample(len(raw), spec.max_documents, spec.seed))
     return _select_columns(raw, spec)
