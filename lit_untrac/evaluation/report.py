@@ -286,3 +286,35 @@ def _figures(
             ("Correlation with the ground truth against unlearning step (Figure 3)", path)
         )
     return figures
+
+
+def log_report_to_wandb(report_dir: str, wandb_kwargs: dict) -> str | None:
+    """Send the report's tables and figures to one W&B run.
+
+    Args:
+        report_dir: A folder written by :func:`build_report`.
+        wandb_kwargs: Arguments for ``wandb.init`` (``project``, ``group``,
+            ``name``, ``dir``, ``mode``), taken from the experiment's
+            WandbLogger settings.
+
+    Returns:
+        The run's local folder, or None when W&B is disabled.
+    """
+    import wandb
+
+    kwargs = {"name": "report", "job_type": "report", **wandb_kwargs}
+    run = wandb.init(reinit="finish_previous", **kwargs)
+    try:
+        data = {}
+        for name in ("correlations", "influence"):
+            path = os.path.join(report_dir, f"{name}.csv")
+            if os.path.isfile(path):
+                data[name] = wandb.Table(dataframe=read_csv(path))
+        for path in sorted(glob.glob(os.path.join(report_dir, "*.png"))):
+            data[f"figures/{os.path.splitext(os.path.basename(path))[0]}"] = wandb.Image(path)
+        with open(os.path.join(report_dir, "report.md")) as handle:
+            data["report"] = wandb.Html(f"<pre>{handle.read()}</pre>")
+        run.log(data)
+        return getattr(run, "dir", None)
+    finally:
+        run.finish()
