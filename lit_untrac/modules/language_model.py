@@ -13,7 +13,7 @@ import torch
 
 from lit_untrac.errors import UserError, choose
 from lit_untrac.models import ModelSpec, load_model
-from lit_untrac.modules.losses import batch_loss, example_losses
+from lit_untrac.modules.losses import batch_loss, example_losses, token_nll
 
 SCHEDULERS = ("constant", "linear", "cosine")
 
@@ -161,8 +161,19 @@ class LanguageModel(pl.LightningModule):
     # ---- losses ---------------------------------------------------------
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The batch's training loss: the mean over its label tokens."""
-        return batch_loss(self.model, batch)
+        """The batch's training loss: the mean over its label tokens.
+
+        Under data parallelism each process holds a share of the global
+        batch and the gradients are averaged over processes; the share's
+        loss is then scaled so that the update is the token mean over the
+        global batch, exactly as in one process.
+        """
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1 or not self.training:
+            return batch_loss(self.model, batch)
+        nll_sum, n_tokens = token_nll(self.model, batch)
+        global_tokens = trainer.strategy.reduce(n_tokens.sum().to(nll_sum.dtype), reduce_op="sum")
+        return nll_sum.sum() * trainer.world_size / global_tokens.clamp(min=1)
 
     def example_losses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """L(z, theta) for each example: its mean token loss."""
