@@ -17,6 +17,15 @@ class NonFiniteLossError(RuntimeError):
     """Gradient ascent diverged: the unlearned loss is no longer finite."""
 
 
+def check_no_clipping(gradient_clip_val: float | None) -> None:
+    """Refuse gradient clipping: it would silently change the unlearning method."""
+    if gradient_clip_val is not None and gradient_clip_val > 0:
+        raise UserError(
+            f"gradient_clip_val={gradient_clip_val} is set on the trainer; unlearning must not "
+            "clip gradients, since clipping silently changes the method: remove gradient_clip_val"
+        )
+
+
 class UnlearningModule(LanguageModel):
     """Unlearns a dataset by gradient ascent, starting from a trained model theta_0.
 
@@ -62,12 +71,7 @@ class UnlearningModule(LanguageModel):
         )
 
     def setup(self, stage: str) -> None:
-        clip = self.trainer.gradient_clip_val
-        if clip is not None and clip > 0:
-            raise UserError(
-                f"gradient_clip_val={clip} is set on the trainer; unlearning must not clip "
-                "gradients, since clipping silently changes the method: remove gradient_clip_val"
-            )
+        check_no_clipping(self.trainer.gradient_clip_val)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
