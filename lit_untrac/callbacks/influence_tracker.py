@@ -159,7 +159,12 @@ class InfluenceTracker(Callback):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(group=self.group, method=self.method)
+        return self._generate_state_key(
+            group=self.group,
+            method=self.method,
+            reduction=self.reduction,
+            every_n_steps=self.every_n_steps,
+        )
 
     # ---- results -------------------------------------------------------
 
