@@ -121,6 +121,21 @@ def test_one_step_ascends_the_gradient_and_logs_the_positive_loss(tmp_path, thet
     assert trainer.callback_metrics["unlearn/loss"].item() > 0
 
 
+@pytest.mark.parametrize("every, logged_steps", [(1, [1, 2, 3, 4]), (3, [3])])
+def test_the_positive_loss_is_logged_where_the_loggers_write(tmp_path, theta0, every, logged_steps):
+    from tests.test_influence_tracker import Recorder
+
+    recorder = Recorder()
+    module = UnlearningModule(theta0, optimizer_args={"lr": 1e-2})
+    trainer = fit(
+        tmp_path, module, unlearning_data(batch_size=1), logger=recorder, log_every_n_steps=every
+    )
+    logged = [(step, m["unlearn/loss"]) for step, m in recorder.metrics if "unlearn/loss" in m]
+    assert [step + 1 for step, _ in logged] == logged_steps  # the step the batch made
+    assert all(loss > 0 for _, loss in logged)
+    assert trainer.callback_metrics["unlearn/loss"] > 0  # the last step's, for callbacks
+
+
 OPTIMIZERS = {
     "SGD": "optimizer: SGD\noptimizer_args: {lr: 0.05}",
     "SGD momentum": "optimizer: SGD\noptimizer_args: {lr: 0.05, momentum: 0.9}",

@@ -191,12 +191,13 @@ def _unlearn_one(
     from lit_untrac.results import mark_done
 
     cfg = ctx.cfg
+    settings = getattr(cfg, method.name)
     tracker = InfluenceTracker(
-        group=method.evaluates,
-        method=method.name,
-        unlearned=target,
-        **_tracker_settings(getattr(cfg, method.name)),
+        group=method.evaluates, method=method.name, unlearned=target, **_tracker_settings(settings)
     )
+    overrides = {}
+    if cfg.trainer.log_every_n_steps is None:  # log the unlearned loss where the tracker evaluates
+        overrides["log_every_n_steps"] = settings.every_n_steps
     trainer = build_trainer(
         ctx,
         folder,
@@ -207,6 +208,7 @@ def _unlearn_one(
         max_epochs=1,  # the datamodule serves the unlearning epochs as one pass
         max_steps=-1,
         enable_checkpointing=False,
+        **overrides,
     )
     datamodule.configure(unlearn=target)
     pl.seed_everything(cfg.seed_everything, verbose=False)
