@@ -19,6 +19,7 @@ from lit_untrac.errors import UserError
 from lit_untrac.models import load_model
 from lit_untrac.modules import LanguageModel, NonFiniteLossError, UnlearningModule
 from tests.conftest import synthetic_specs
+from tests.test_influence_tracker import Recorder, trainer
 from tests.test_untrac import pad
 
 N = 4
@@ -40,18 +41,9 @@ def unlearning_data(batch_size: int = 2) -> MixtureDataModule:
 
 
 def fit(tmp_path, module, data, callbacks=(), **kwargs) -> pl.Trainer:
-    settings = dict(
-        max_epochs=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        default_root_dir=str(tmp_path),
-    )
-    trainer = pl.Trainer(callbacks=list(callbacks), **{**settings, **kwargs})
-    trainer.fit(module, datamodule=data)
-    return trainer
+    fitted = trainer(tmp_path, list(callbacks), **kwargs)
+    fitted.fit(module, datamodule=data)
+    return fitted
 
 
 def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module, **tolerance) -> None:
@@ -123,8 +115,6 @@ def test_one_step_ascends_the_gradient_and_logs_the_positive_loss(tmp_path, thet
 
 @pytest.mark.parametrize("every, logged_steps", [(1, [1, 2, 3, 4]), (3, [3])])
 def test_the_positive_loss_is_logged_where_the_loggers_write(tmp_path, theta0, every, logged_steps):
-    from tests.test_influence_tracker import Recorder
-
     recorder = Recorder()
     module = UnlearningModule(theta0, optimizer_args={"lr": 1e-2})
     trainer = fit(
