@@ -9,6 +9,7 @@ import glob
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -320,7 +321,7 @@ def wandb_history(run_dir: str) -> tuple[dict, list[dict]]:
     """The run record and the history rows of an offline run, read back with
     wandb's own reader of the run's transaction log."""
     records = subprocess.run(
-        ["wandb", "leet", "inspect", "--json", run_dir],
+        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", run_dir],
         capture_output=True,
         text=True,
         check=True,
