@@ -28,6 +28,7 @@ class Settings:
         repeats: Repeats; each row reports medians over all timed steps.
         warmup: Untimed steps at the start of each repeat.
         device: ``cpu`` or ``cuda``.
+        workdir: Where the trainers write (a temporary folder).
     """
 
     model: dict[str, Any] | str
@@ -36,6 +37,7 @@ class Settings:
     repeats: int = 5
     warmup: int = 2
     device: str = "cpu"
+    workdir: str = "."
 
 
 @dataclass
@@ -85,6 +87,7 @@ def quiet_trainer(settings: Settings, callbacks: list, **kwargs):
         enable_checkpointing=False,
         enable_model_summary=False,
         limit_val_batches=0,
+        default_root_dir=settings.workdir,
         callbacks=callbacks,
         **kwargs,
     )

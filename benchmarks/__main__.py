@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 
 from benchmarks import Settings, table, tracker_eval, unlearning_step
 
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     if args.threads:
         torch.set_num_threads(args.threads)
+    workdir = tempfile.mkdtemp(prefix="lit-untrac-benchmarks-")
     settings = Settings(
         model=tiny_model() if args.model == "tiny" else args.model,
         examples=args.examples,
@@ -64,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         repeats=args.repeats,
         warmup=args.warmup,
         device=args.device,
+        workdir=workdir,
     )
     timer = "process CPU time" if args.device == "cpu" else "synchronised wall time"
     print(
@@ -75,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     for key in args.only or list(BENCHMARKS):
         rows += BENCHMARKS[key][1](settings)
     print(table(rows))
+    shutil.rmtree(workdir, ignore_errors=True)
     sys.stdout.flush()
 
 
