@@ -29,7 +29,16 @@ Run 'lit-untrac COMMAND --help' for a command's options.
 
 #: Commands other than LightningCLI's: name -> (one-line help, "module:function").
 #: Each function takes the argument list after the command name.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "untrac": (
+        "unlearn each training dataset from theta_0 and track the test losses (UnTrac)",
+        "lit_untrac.stages.untrac:untrac_command",
+    ),
+    "untrac-inv": (
+        "unlearn each test set from theta_0 and track the training losses (UnTrac-Inv)",
+        "lit_untrac.stages.untrac:untrac_inv_command",
+    ),
+}
 
 
 def lightning_cli(args: list[str], run: bool = True):

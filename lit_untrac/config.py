@@ -130,7 +130,8 @@ def experiment_parser(prog: str = "lit-untrac", description: str | None = None):
     )
     parser.add_argument(
         "--targets",
-        type=list[str] | None,
+        type=str,
+        nargs="+",
         default=None,
         help="Only these datasets (training datasets for untrac and leave-out, test datasets for untrac-inv).",
     )

@@ -89,19 +89,22 @@ def build_trainer(
     callbacks: Sequence[Any] = (),
     run_name: str | None = None,
     group: str | None = None,
+    logger_dir: str | None = None,
     **overrides: Any,
 ):
     """A fresh Trainer from the ``trainer`` section for one job.
 
     The job's folder is its ``default_root_dir``; loggers and callbacks of the
     config are instantiated anew; ``callbacks`` are added; ``overrides``
-    replace config values. Batches are sharded by the datamodule's own
-    sampler, so Lightning's distributed sampler is turned off.
+    replace config values. W&B loggers get ``run_name``, ``group`` and, unless
+    the config sets one, ``logger_dir`` (by default the job's folder) as their
+    ``save_dir``. Batches are sharded by the datamodule's own sampler, so
+    Lightning's distributed sampler is turned off.
     """
     from lightning.pytorch import Trainer
 
     cfg = copy.deepcopy(ctx.cfg)
-    _name_loggers(cfg.trainer, folder, run_name, group)
+    _name_loggers(cfg.trainer, logger_dir or folder, run_name, group)
     kwargs = dict(vars(ctx.instantiate(cfg).trainer))
     for key, value in STAGE_TRAINER_DEFAULTS.items():
         if kwargs.get(key) == _trainer_default(key):  # not set by the config
@@ -115,6 +118,16 @@ def build_trainer(
         return Trainer(**kwargs)
     except (ValueError, TypeError) as err:
         raise UserError(f"bad trainer settings: {err}") from err
+
+
+def finish_loggers(trainer) -> None:
+    """End the W&B runs of a job's trainer, so that the next job's
+    ``WandbLogger`` starts its own run rather than reusing this one."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()
 
 
 def _trainer_default(key: str) -> Any:
