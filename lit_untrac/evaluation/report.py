@@ -271,11 +271,13 @@ def _figures(
     figures = []
     if results.curves.empty:
         return figures
-    from lit_untrac.evaluation.curves import plot_curves
+    from lit_untrac.evaluation.curves import plot_influence_curves
 
     for method, curves in results.curves.groupby("method"):
         path = os.path.join(report_dir, f"influence_curves_{method}.png")
-        plot_curves(curves[curves["run"] == curves["run"].min()], path, title=label(method))
+        first_run = curves[curves["run"] == curves["run"].min()]
+        group = "test" if method == "untrac_inv" else "train"
+        plot_influence_curves(first_run.to_dict("records"), path, unlearned_group=group, title=label(method))
         figures.append((f"{label(method)}: influence against unlearning step (Figure 2)", path))
     by_step = correlation_by_step(results.curves, results.influence)
     if not by_step.empty:

@@ -76,8 +76,9 @@ def run_method(method: Method, args: Sequence[str]) -> str:
     return unlearn_each(ctx, method)
 
 
-def unlearn_each(ctx: Context, method: Method) -> str:
-    """Unlearn every target of ``method`` in turn; write and return the stage folder.
+def unlearn_each(ctx: Context, method: Method, stage: str | None = None) -> str:
+    """Unlearn every target of ``method`` in turn; write and return the stage folder
+    (by default ``<output_dir>/<method>``).
 
     Everything that can be wrong with the input is checked before anything
     is written.
@@ -98,7 +99,7 @@ def unlearn_each(ctx: Context, method: Method) -> str:
     _prepare(datamodule, module)
     known = _unlearnable(datamodule, method)
     targets = _choose_targets(cfg.targets, known, method)
-    stage = os.path.join(cfg.output_dir, method.name)
+    stage = stage or os.path.join(cfg.output_dir, method.name)
     ctx.save_config(stage)
     fingerprint = _fingerprint(ctx, method)
     for number, target in enumerate(targets, 1):
