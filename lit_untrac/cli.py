@@ -29,7 +29,20 @@ Run 'lit-untrac COMMAND --help' for a command's options.
 
 #: Commands other than LightningCLI's: name -> (one-line help, "module:function").
 #: Each function takes the argument list after the command name.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": (
+        "train theta_0 into <output_dir>/model (with TracIn checkpoints)",
+        "lit_untrac.stages.model:train_command",
+    ),
+    "leave-out": (
+        "the leave-dataset-out ground truth (Eq. 1) into <output_dir>/ground_truth",
+        "lit_untrac.stages.leave_out:leave_out_command",
+    ),
+    "baselines": (
+        "GradDot, GradCos, TracIn, HIF (LiSSA, Arnoldi) into <output_dir>/baselines",
+        "lit_untrac.stages.baselines:baselines_command",
+    ),
+}
 
 
 def lightning_cli(args: list[str], run: bool = True):
