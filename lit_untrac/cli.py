@@ -30,6 +30,14 @@ Run 'lit-untrac COMMAND --help' for a command's options.
 #: Commands other than LightningCLI's: name -> (one-line help, "module:function").
 #: Each function takes the argument list after the command name.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "train": (
+        "train theta_0 into <output_dir>/model (with TracIn checkpoints)",
+        "lit_untrac.stages.model:train_command",
+    ),
+    "leave-out": (
+        "the leave-dataset-out ground truth (Eq. 1) into <output_dir>/ground_truth",
+        "lit_untrac.stages.leave_out:leave_out_command",
+    ),
     "untrac": (
         "unlearn each training dataset from theta_0 and track the test losses (UnTrac)",
         "lit_untrac.stages.untrac:untrac_command",
@@ -37,6 +45,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "untrac-inv": (
         "unlearn each test set from theta_0 and track the training losses (UnTrac-Inv)",
         "lit_untrac.stages.untrac:untrac_inv_command",
+    ),
+    "baselines": (
+        "GradDot, GradCos, TracIn, HIF (LiSSA, Arnoldi) into <output_dir>/baselines",
+        "lit_untrac.stages.baselines:baselines_command",
     ),
 }
 

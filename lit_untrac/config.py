@@ -50,17 +50,20 @@ class UnlearnConfig:
 
 @dataclass
 class GroundTruthConfig:
-    """Leave-dataset-out retraining (the paper's Eq. 1).
+    """Leave-dataset-out retraining (the paper's Eq. 1):
+    I_truth(Z', Z) = sum_j L(z'_j, theta_-Z) - L(z'_j, theta_0).
 
     Attributes:
-        variant: ``paper``: the same number of steps T on the mixture without
-            the dataset; ``classic``: the same epochs over all of D without Z
-            (the step count follows the data; Appendix A.1).
+        variant: ``paper``: the same number of steps T as theta_0 on the
+            mixture without the dataset; ``classic``: the same epochs over
+            all of D without Z, so the step count follows the data:
+            ceil(|D without Z| * T / |D|) (Appendix A.1).
         seeds: Retrain theta_0 and every leave-out model this many times with
-            different seeds; the ground truth is the mean over seeds.
+            different seeds; the ground truth is the mean over seeds (only 1
+            is supported so far).
         vary_init: Whether a seed also changes the initialisation (besides
             the data order and dropout).
-        reduction: ``sum`` over test examples or ``mean``.
+        reduction: ``sum`` over test examples (Eq. 1) or ``mean``.
         eval_batch_size: Examples per evaluation batch.
     """
 
@@ -72,33 +75,81 @@ class GroundTruthConfig:
 
 
 @dataclass
+class LissaConfig:
+    """LiSSA, the stochastic Neumann series for H^-1 v.
+
+    The recursion h_{t+1} = v + (1 - damping) h_t - H_t h_t / scale
+    (Koh & Liang; dattri) converges to (H + damping * scale * I)^-1 v when
+    every Hessian eigenvalue lies in (-damping * scale, (2 - damping) * scale).
+
+    Attributes:
+        depth: Iterations (the paper: 10).
+        damping: Damping, in [0, 1).
+        scale: Scale; must exceed half the largest Hessian eigenvalue, or
+            the series diverges (reported as an error).
+        repeats: Independent runs averaged.
+        batch_size: Hessian examples per iteration (a mini-batch Hessian
+            H_t); by default ``baselines.batch_size``.
+    """
+
+    depth: int = 10
+    damping: float = 0.01
+    scale: float = 10.0
+    repeats: int = 1
+    batch_size: int | None = None
+
+
+@dataclass
+class ArnoldiConfig:
+    """Arnoldi (Schioppa et al.): ``iterations`` Hessian-vector products
+    build a Krylov basis; the ``top_k`` eigenpairs of largest magnitude of
+    the projected Hessian give H^-1 (the paper: n=25, p=25 for finetuning,
+    n=200, p=100 for pretraining). Keeps iterations + 1 gradient-sized
+    vectors in memory.
+
+    Attributes:
+        iterations: n, Hessian-vector products.
+        top_k: p <= n, eigenpairs kept.
+    """
+
+    iterations: int = 25
+    top_k: int = 25
+
+
+@dataclass
 class BaselinesConfig:
-    """Gradient-based baselines at dataset level.
+    """Gradient-based baselines at dataset level. Every score is positive
+    when removing the training dataset would raise the test loss (the
+    direction of the ground truth).
 
     Attributes:
         methods: Any of ``graddot``, ``gradcos``, ``tracin``, ``hif_lissa``,
             ``hif_arnoldi``.
-        batch_size: Examples per gradient pass.
+        batch_size: Examples per gradient and Hessian-vector-product pass.
+        gradcos_normalize: ``train``: divide the summed training gradient by
+            its norm (the paper's reference code); ``both``: also the test
+            gradient (the plain cosine; the same ranking per test set).
         tracin_every_n_steps: Save TracIn checkpoints (weights and learning
             rate) every n steps while theta_0 trains (the paper: 128 for
             finetuning, 10,000 for pretraining).
-        hessian_examples: Training examples the Hessian is estimated on.
-        lissa: LiSSA settings: ``depth`` (iterations; the paper: 10),
-            ``damping``, ``scale``, ``repeats``.
-        arnoldi: Arnoldi settings: ``iterations`` (n) and ``top_k`` (p);
-            the paper: 25 and 25 for finetuning, 200 and 100 for pretraining.
+        tracin_dir: Where the TracIn checkpoints are; by default
+            ``<output_dir>/model/tracin``.
+        hessian_examples: Training examples (sampled from the whole
+            mixture) the Hessian is estimated on (the paper: 256).
+        lissa: LiSSA settings.
+        arnoldi: Arnoldi settings.
     """
 
     methods: list[str] = field(
         default_factory=lambda: ["graddot", "gradcos", "tracin", "hif_lissa", "hif_arnoldi"]
     )
     batch_size: int = 8
+    gradcos_normalize: Literal["train", "both"] = "train"
     tracin_every_n_steps: int = 128
+    tracin_dir: str | None = None
     hessian_examples: int = 256
-    lissa: dict[str, Any] = field(
-        default_factory=lambda: {"depth": 10, "damping": 0.01, "scale": 10.0, "repeats": 1}
-    )
-    arnoldi: dict[str, Any] = field(default_factory=lambda: {"iterations": 25, "top_k": 25})
+    lissa: LissaConfig = field(default_factory=LissaConfig)
+    arnoldi: ArnoldiConfig = field(default_factory=ArnoldiConfig)
 
 
 def experiment_parser(prog: str = "lit-untrac", description: str | None = None):

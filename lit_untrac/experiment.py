@@ -30,13 +30,11 @@ from __future__ import annotations
 import copy
 import os
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lit_untrac.errors import UserError
-from lit_untrac.results import is_done, mark_done, read_csv, write_csv
+from lit_untrac.results import read_csv, write_csv
 
 FAILURE_COLUMNS = ("stage", "target", "run", "seed", "reason")
 ATTRIBUTION_STAGES = ("untrac", "untrac_inv", "baselines")
@@ -61,7 +59,9 @@ class Job:
 def stage_folder(output_dir: str, stage: str, run: int, runs: int) -> str:
     """``<output_dir>/<stage>``, or ``<stage>/run_<r>`` when there are several runs."""
     folder = os.path.join(output_dir, stage)
-    return os.path.join(folder, f"run_{run}") if runs > 1 and stage in ATTRIBUTION_STAGES else folder
+    return (
+        os.path.join(folder, f"run_{run}") if runs > 1 and stage in ATTRIBUTION_STAGES else folder
+    )
 
 
 def run_context(ctx, run: int):
@@ -108,7 +108,12 @@ JobResult = tuple[Job, BaseException | None]
 class LocalLauncher:
     """Runs jobs one after another in this process."""
 
-    def run(self, jobs: Sequence[Job], execute: Callable[[Job], None], on_done: Callable[[JobResult], None]) -> None:
+    def run(
+        self,
+        jobs: Sequence[Job],
+        execute: Callable[[Job], None],
+        on_done: Callable[[JobResult], None],
+    ) -> None:
         for job in jobs:
             try:
                 execute(job)
@@ -134,7 +139,9 @@ class Progress:
 
     def stage(self, text: str) -> None:
         if self.enabled:
-            self.console.print(f"[bold]▶ {text}[/bold]  [dim]{time.time() - self.started:.0f}s[/dim]")
+            self.console.print(
+                f"[bold]▶ {text}[/bold]  [dim]{time.time() - self.started:.0f}s[/dim]"
+            )
 
     def job(self, index: int, total: int, job: Job, status: str) -> None:
         if self.enabled:

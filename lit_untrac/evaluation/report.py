@@ -277,7 +277,9 @@ def _figures(
         path = os.path.join(report_dir, f"influence_curves_{method}.png")
         first_run = curves[curves["run"] == curves["run"].min()]
         group = "test" if method == "untrac_inv" else "train"
-        plot_influence_curves(first_run.to_dict("records"), path, unlearned_group=group, title=label(method))
+        plot_influence_curves(
+            first_run.to_dict("records"), path, unlearned_group=group, title=label(method)
+        )
         figures.append((f"{label(method)}: influence against unlearning step (Figure 2)", path))
     by_step = correlation_by_step(results.curves, results.influence)
     if not by_step.empty:

@@ -32,11 +32,14 @@ def train_language_model(
     callbacks: Sequence[Any] = (),
     export: bool = True,
     run_name: str | None = None,
+    trainer_overrides: dict[str, Any] | None = None,
 ):
     """Train the config's ``model`` on the ``data`` mixture (without ``exclude``).
 
     The same config, seed and step count as theta_0 give the same
     initialisation and, apart from the left-out data, the same training run.
+    ``trainer_overrides`` replace Trainer settings of the config (for
+    example ``enable_checkpointing=False`` for throw-away retrainings).
 
     Returns:
         ``(module, datamodule)`` after training; the module in eval mode.
@@ -65,8 +68,7 @@ def train_language_model(
         callbacks=callbacks,
         run_name=run_name,
         group=ctx.cfg.name,
-        max_epochs=1,
-        max_steps=-1,
+        **{"max_epochs": 1, "max_steps": -1, **(trainer_overrides or {})},
     )
     trainer.fit(module, datamodule=datamodule)
     module.eval()
