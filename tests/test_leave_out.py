@@ -90,7 +90,7 @@ def test_classic_variant_takes_the_same_epochs_over_less_data(tmp_path, theta0):
         tmp_path,
         theta0,
         "--targets",
-        "[train_3]",
+        "train_3",
         ground_truth={"variant": "classic", "reduction": "mean"},
     )
     path = run_ground_truth(ctx, callbacks=[recorder])
@@ -111,7 +111,7 @@ def test_classic_variant_takes_the_same_epochs_over_less_data(tmp_path, theta0):
 @pytest.mark.parametrize(
     "args, sections, message",
     [
-        (["--targets", "[train_9]"], {}, r"unknown target\(s\) \['train_9'\]"),
+        (["--targets", "train_9"], {}, r"unknown target\(s\) \['train_9'\]"),
         ([], {"ground_truth": {"seeds": 2}}, "only one seed"),
     ],
 )
