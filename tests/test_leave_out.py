@@ -112,7 +112,7 @@ def test_classic_variant_takes_the_same_epochs_over_less_data(tmp_path, theta0):
     "args, sections, message",
     [
         (["--targets", "train_9"], {}, r"unknown target\(s\) \['train_9'\]"),
-        ([], {"ground_truth": {"seeds": 2}}, "only one seed"),
+        ([], {"ground_truth": {"seeds": 0}}, "ground_truth.seeds=0 must be >= 1"),
     ],
 )
 def test_bad_input_is_refused_before_anything_is_written(tmp_path, theta0, args, sections, message):

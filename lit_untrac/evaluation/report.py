@@ -201,7 +201,8 @@ def build_report(
         os.path.join(report_dir, "correlations.csv"), table.to_dict("records"), CORRELATION_COLUMNS
     )
     summary = summarize(table)
-    ceiling = noise_ceiling(results.truth_seeds) if results.truth_seeds is not None else None
+    seeds = results.truth_seeds
+    ceiling = noise_ceiling(seeds) if seeds is not None and seeds["seed"].nunique() > 1 else None
     n_train = influence["train_dataset"].nunique()
     title = title or os.path.basename(os.path.abspath(experiment_dir))
     parts = [

@@ -13,11 +13,18 @@ positive when removing Z raises the test loss. ``ground_truth.variant``:
 * ``classic``: all of D without Z for the same number of epochs, so the
   step count follows the data: ceil(|D without Z| * T / |D|) (Appendix A.1).
 
+With ``ground_truth.seeds: k``, theta_0 and every leave-out model are
+trained k times, seed s changing the data order and dropout (and, with
+``vary_init``, the initialisation); seed 0 is theta_0's own. Seed s gives
+I_truth^s = L(theta_-Z^s) - L(theta_0^s); ``influence.csv`` holds the mean
+over seeds and ``influence_seeds.csv`` each seed's values.
+
 Layout of ``<output_dir>/ground_truth``: ``influence.csv`` (method
-``ground_truth``), ``theta0_losses.json``, ``config.yaml``, one folder per
-training dataset (its training run, not exported, and a ``done.json`` with
-its test losses, so a rerun skips it), and ``done.json`` once every
-training dataset is done.
+``ground_truth``), ``influence_seeds.csv``, ``theta0_losses.json``,
+``config.yaml``, one folder per training dataset (its training run, not
+exported, and a ``done.json`` with its test losses, so a rerun skips it),
+``seed_<s>/`` with ``theta_0/`` and the same folders for every further
+seed, and ``done.json`` once every job is done.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from lit_untrac.errors import UserError, choose
@@ -101,7 +109,7 @@ def _read_json(path: str) -> Any:
 def retrain_without(
     ctx: Context,
     folder: str,
-    target: str,
+    target: str | None,
     steps: int,
     eval_sets: dict[str, Any],
     device: Any,
@@ -122,43 +130,51 @@ def retrain_without(
         vary_init=ctx.cfg.ground_truth.vary_init,
         callbacks=callbacks,
         export=False,
-        run_name=f"leave_out/{target}",
+        run_name=f"leave_out/{target or THETA0}/seed_{seed_offset}",
         trainer_overrides={"enable_checkpointing": False},
     )
     return evaluate_losses(module.model.to(device), eval_sets), module.trainer.global_step
 
 
-def run_ground_truth(ctx: Context, callbacks: Sequence[Any] = ()) -> str:
-    """Retrain a leave-out model per target and write ``influence.csv``.
+THETA0 = "theta_0"
 
-    Args:
-        ctx: The experiment config.
-        callbacks: Extra callbacks for every leave-out training.
 
-    Returns:
-        The path of ``influence.csv``.
+def seed_folder(folder: str, seed: int) -> str:
+    """Seed 0 is theta_0's own seed: its jobs sit in the stage folder; seed
+    s > 0 has ``seed_<s>/``."""
+    return folder if seed == 0 else os.path.join(folder, f"seed_{seed}")
+
+
+@dataclass
+class GroundTruthSetup:
+    """What every ground-truth job of one experiment shares."""
+
+    folder: str
+    datamodule: Any
+    eval_sets: dict[str, Any]
+    device: Any
+    steps: int
+    targets: list[str]
+
+
+def prepare_ground_truth(ctx: Context) -> GroundTruthSetup:
+    """Check the settings, tokenise the data once, and evaluate theta_0 (seed 0).
+
+    Everything that can be wrong with the input is checked before anything
+    is written.
     """
     from lit_untrac.config import require_theta0
     from lit_untrac.models import max_positions
     from lit_untrac.modules import build_model
     from lit_untrac.modules.losses import EvalSet
-    from lit_untrac.results import (
-        INFLUENCE_COLUMNS,
-        influence_rows,
-        is_done,
-        mark_done,
-        write_csv,
-        write_json,
-    )
+    from lit_untrac.results import write_json
     from lit_untrac.stages.common import build_datamodule
 
     cfg, settings = ctx.cfg, ctx.cfg.ground_truth
     choose("ground-truth variant", settings.variant, VARIANTS)
     choose("ground-truth reduction", settings.reduction, ("sum", "mean"))
-    if settings.seeds != 1:
-        raise UserError(
-            f"ground_truth.seeds={settings.seeds}: only one seed is supported so far; set it to 1"
-        )
+    if settings.seeds < 1:
+        raise UserError(f"ground_truth.seeds={settings.seeds} must be >= 1")
     theta0_path = require_theta0(cfg)
     if cfg.pretrained is not None:
         log.warning(
@@ -180,60 +196,125 @@ def run_ground_truth(ctx: Context, callbacks: Sequence[Any] = ()) -> str:
     folder = os.path.join(ctx.output_dir, FOLDER)
     device = build_trainer(ctx, folder, logger=False).strategy.root_device
     eval_sets = {
-        name: EvalSet.build(name, examples, datamodule.collator, settings.eval_batch_size).to(
-            device
-        )
+        name: EvalSet.build(name, examples, datamodule.collator, settings.eval_batch_size).to(device)
         for name, examples in test_sets.items()
     }
     steps = cfg.data.train_steps or math.ceil(datamodule.mixture_size() / datamodule.batch_size)
     ctx.save_config(folder)
-
     theta0_file = os.path.join(folder, THETA0_LOSSES)
-    if os.path.isfile(theta0_file):
-        theta0_losses = _read_json(theta0_file)["losses"]
-    else:
-        theta0_losses = evaluate_losses(model.to(device), eval_sets)
-        write_json(theta0_file, {"model": theta0_path, "losses": theta0_losses})
-    del model
+    if not os.path.isfile(theta0_file):
+        write_json(theta0_file, {"model": theta0_path, "losses": evaluate_losses(model.to(device), eval_sets)})
+    return GroundTruthSetup(folder, datamodule, eval_sets, device, steps, targets)
 
-    for target in targets:
-        target_folder = os.path.join(folder, target)
-        if is_done(target_folder):
-            print(f"leave-out {target}: already done")
+
+def ground_truth_jobs(setup: GroundTruthSetup, seeds: int) -> list[tuple[str, int]]:
+    """``(target, seed)`` of every job: per seed s > 0 theta_0 retrained
+    (``theta_0``), then one leave-out model per target."""
+    jobs = []
+    for seed in range(seeds):
+        if seed > 0:
+            jobs.append((THETA0, seed))
+        jobs += [(target, seed) for target in setup.targets]
+    return jobs
+
+
+def job_folder(setup: GroundTruthSetup, target: str, seed: int) -> str:
+    return os.path.join(seed_folder(setup.folder, seed), target)
+
+
+def run_job(ctx: Context, setup: GroundTruthSetup, target: str, seed: int = 0, callbacks: Sequence[Any] = ()) -> bool:
+    """Train and evaluate one model of the ground truth, unless it is done.
+
+    ``target`` is the training dataset left out, or ``theta_0`` for the full
+    mixture (seeds s > 0 only: seed 0's theta_0 is the experiment's). Returns
+    whether it ran.
+    """
+    from lit_untrac.results import is_done, mark_done
+
+    folder = job_folder(setup, target, seed)
+    if is_done(folder):
+        return False
+    settings = ctx.cfg.ground_truth
+    exclude = None if target == THETA0 else target
+    steps = leave_out_steps(
+        settings.variant if exclude else "paper",
+        setup.steps,
+        setup.datamodule.mixture_size(),
+        setup.datamodule.mixture_size(exclude=exclude),
+    )
+    start = time.perf_counter()
+    losses, global_step = retrain_without(
+        ctx, folder, exclude, steps, setup.eval_sets, setup.device, seed_offset=seed, callbacks=callbacks
+    )
+    seconds = time.perf_counter() - start
+    mark_done(
+        folder,
+        exclude=exclude,
+        seed=seed,
+        variant=settings.variant,
+        train_steps=steps,
+        global_step=global_step,
+        seconds=round(seconds, 3),
+        losses=losses,
+    )
+    print(f"leave-out {target} (seed {seed}): {steps} steps, {seconds:.1f} s")
+    return True
+
+
+def _job_losses(setup: GroundTruthSetup, target: str, seed: int) -> Losses | None:
+    if seed == 0 and target == THETA0:
+        return _read_json(os.path.join(setup.folder, THETA0_LOSSES))["losses"]
+    path = os.path.join(job_folder(setup, target, seed), "done.json")
+    return _read_json(path)["losses"] if os.path.isfile(path) else None
+
+
+def aggregate(ctx: Context, setup: GroundTruthSetup) -> str:
+    """Write ``influence.csv`` (the mean over seeds, Eq. 1 per seed) and
+    ``influence_seeds.csv`` (one row per seed) from the finished jobs."""
+    from lit_untrac.results import INFLUENCE_COLUMNS, influence_rows, mark_done, write_csv
+
+    settings = ctx.cfg.ground_truth
+    per_seed: dict[int, dict[tuple[str, str], float]] = {}
+    for seed in range(settings.seeds):
+        theta0 = _job_losses(setup, THETA0, seed)
+        if theta0 is None:
             continue
-        target_steps = leave_out_steps(
-            settings.variant,
-            steps,
-            datamodule.mixture_size(),
-            datamodule.mixture_size(exclude=target),
-        )
-        start = time.perf_counter()
-        losses, global_step = retrain_without(
-            ctx, target_folder, target, target_steps, eval_sets, device, callbacks=callbacks
-        )
-        seconds = time.perf_counter() - start
-        mark_done(
-            target_folder,
-            exclude=target,
-            variant=settings.variant,
-            train_steps=target_steps,
-            global_step=global_step,
-            seconds=round(seconds, 3),
-            losses=losses,
-        )
-        print(f"leave-out {target}: {target_steps} steps, {seconds:.1f} s")
-
-    left_out = {
-        name: _read_json(os.path.join(folder, name, "done.json"))["losses"]
-        for name in datamodule.train_names
-        if is_done(os.path.join(folder, name))
+        left_out = {}
+        for name in setup.datamodule.train_names:
+            losses = _job_losses(setup, name, seed)
+            if losses is not None:
+                left_out[name] = losses
+        per_seed[seed] = influence_values(theta0, left_out, settings.reduction)
+    pairs = sorted({pair for values in per_seed.values() for pair in values})
+    mean = {
+        pair: sum(values[pair] for values in per_seed.values() if pair in values)
+        / sum(pair in values for values in per_seed.values())
+        for pair in pairs
     }
-    path = os.path.join(folder, "influence.csv")
-    values = influence_values(theta0_losses, left_out, settings.reduction)
-    write_csv(path, influence_rows("ground_truth", values), INFLUENCE_COLUMNS)
-    if len(left_out) == len(datamodule.train_names):
-        mark_done(folder, variant=settings.variant, train_steps=steps)
+    path = os.path.join(setup.folder, "influence.csv")
+    write_csv(path, influence_rows("ground_truth", mean), INFLUENCE_COLUMNS)
+    seed_rows = [
+        {"seed": seed, **row}
+        for seed, values in per_seed.items()
+        for row in influence_rows("ground_truth", values)
+    ]
+    write_csv(os.path.join(setup.folder, "influence_seeds.csv"), seed_rows, ("seed", *INFLUENCE_COLUMNS))
+    complete = all(
+        len(values) == len(setup.datamodule.train_names) * len(setup.eval_sets) for values in per_seed.values()
+    )
+    if len(per_seed) == settings.seeds and complete:
+        mark_done(setup.folder, variant=settings.variant, train_steps=setup.steps, seeds=settings.seeds)
     return path
+
+
+def run_ground_truth(ctx: Context, callbacks: Sequence[Any] = ()) -> str:
+    """Retrain theta_0 (seeds s > 0) and a leave-out model per target and
+    seed, then write ``influence.csv``; returns its path."""
+    setup = prepare_ground_truth(ctx)
+    for target, seed in ground_truth_jobs(setup, ctx.cfg.ground_truth.seeds):
+        if not run_job(ctx, setup, target, seed, callbacks=callbacks):
+            print(f"leave-out {target} (seed {seed}): already done")
+    return aggregate(ctx, setup)
 
 
 def leave_out_command(args: Sequence[str]) -> None:
