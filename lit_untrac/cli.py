@@ -30,6 +30,14 @@ Run 'lit-untrac COMMAND --help' for a command's options.
 #: Commands other than LightningCLI's: name -> (one-line help, "module:function").
 #: Each function takes the argument list after the command name.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "experiment": (
+        "run every stage of an experiment and its report (the default experiment without --config)",
+        "lit_untrac.experiment:experiment_command",
+    ),
+    "report": (
+        "rebuild an experiment's report from its results: lit-untrac report <folder>",
+        "lit_untrac.experiment:report_command",
+    ),
     "train": (
         "train theta_0 into <output_dir>/model (with TracIn checkpoints)",
         "lit_untrac.stages.model:train_command",

@@ -152,6 +152,27 @@ class BaselinesConfig:
     arnoldi: ArnoldiConfig = field(default_factory=ArnoldiConfig)
 
 
+@dataclass
+class RayConfig:
+    """Where and how ``launcher: ray`` runs the per-dataset jobs.
+
+    Attributes:
+        address: An existing Ray cluster (``ray://host:10001`` or ``auto``);
+            by default a local Ray instance is started.
+        num_cpus: CPUs of the local instance (default: all of this machine).
+        cpus_per_job: CPUs each job asks for.
+        gpus_per_job: GPUs each job asks for.
+    """
+
+    address: str | None = None
+    num_cpus: int | None = None
+    cpus_per_job: float = 1.0
+    gpus_per_job: float = 0.0
+
+
+STAGES = ("model", "ground_truth", "untrac", "untrac_inv", "baselines", "report")
+
+
 def experiment_parser(prog: str = "lit-untrac", description: str | None = None):
     """The parser of the experiment config, shared by every non-LightningCLI command."""
     from jsonargparse import ActionConfigFile, ArgumentParser
@@ -194,6 +215,25 @@ def experiment_parser(prog: str = "lit-untrac", description: str | None = None):
         UnlearnConfig, "untrac_inv", default={"batch_size": 256, "epochs": 5}
     )
     parser.add_class_arguments(GroundTruthConfig, "ground_truth")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="Repeat the attribution stages with different sampled examples (data.sample_seed = run).",
+    )
+    parser.add_argument(
+        "--stages",
+        type=list[str],
+        default=list(STAGES),
+        help=f"The stages the experiment runs, of {list(STAGES)}.",
+    )
+    parser.add_argument(
+        "--launcher",
+        type=Literal["local", "ray"],
+        default="local",
+        help="Run the per-dataset jobs one after another (local) or on a Ray cluster (ray).",
+    )
+    parser.add_class_arguments(RayConfig, "ray")
     parser.add_class_arguments(BaselinesConfig, "baselines")
     return parser
 

@@ -8,7 +8,8 @@ subsets, as for the methods):
 * ``r_pairs``: the correlation between the ground truths of two seeds,
   across training datasets, averaged over all pairs of seeds;
 * ``r_k``: the Spearman-Brown estimate of the reliability of the mean of k
-  seeds, k r / (1 + (k - 1) r);
+  seeds, k r / (1 + (k - 1) r), with r taken as 0 when seeds disagree
+  (r < 0: a reliability cannot be negative);
 * ``ceiling``: sqrt(r_k), the correlation that a method free of noise of its
   own can expect with the k-seed mean (classical test theory: an observed
   score correlates with its true score by the square root of its
@@ -70,7 +71,7 @@ def noise_ceiling(per_seed: pd.DataFrame) -> pd.DataFrame:
         row = {"test_dataset": dataset, "seeds": k}
         for statistic, values in pair_values.items():
             r = float(np.nanmean(values)) if values and not np.all(np.isnan(values)) else math.nan
-            r_k = spearman_brown(r, k)
+            r_k = spearman_brown(max(r, 0.0), k) if not math.isnan(r) else math.nan
             row[f"{statistic}_pairs"] = r
             row[f"{statistic}_k"] = r_k
             row[f"{statistic}_ceiling"] = (

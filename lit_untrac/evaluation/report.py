@@ -153,7 +153,8 @@ def agreement_table(
                             ceiling["test_dataset"] == dataset, f"{statistic}_ceiling"
                         ].iloc[0]
                     )
-                    if not math.isnan(top) and not math.isnan(mean) and mean >= top:
+                    meaningful = not math.isnan(top) and top >= threshold
+                    if meaningful and not math.isnan(mean) and mean >= top:
                         mark += " ★"
                 cells.append(_fmt(mean, std) + mark)
         rows.append(cells)
@@ -181,9 +182,32 @@ def agreement_table(
     )
     if ceiling is not None and not ceiling.empty:
         notes.append(
-            "★ at or above the noise ceiling: as good as the ground truth's own noise allows."
+            "★ at or above the noise ceiling: as good as the ground truth's own noise allows "
+            "(marked only where the ceiling itself is above noise)."
         )
     return _markdown_table(header, rows), notes
+
+
+def ceiling_sentence(ceiling: pd.DataFrame, n_train: int) -> str:
+    """How to read the tables, given how well the ground truth agrees with itself."""
+    threshold = critical_correlation(n_train)
+    unreliable = ceiling[~(ceiling["pearson_ceiling"] >= threshold)]["test_dataset"].tolist()
+    text = (
+        "How to read this: the ground truth is a retraining, and retrainings that differ only in "
+        "their seed disagree. The seed rows show how well two seeds' ground truths agree and how "
+        "reliable their mean is; no method can be expected to correlate with that mean above the "
+        "ceiling, and differences between methods smaller than the gap between the ceiling and 1 "
+        "are not evidence that one method is better."
+    )
+    if unreliable:
+        names = ", ".join(f"`{d}`" for d in unreliable)
+        text += (
+            f" Here the ground truth of {names} does not agree with itself across seeds beyond "
+            f"chance (its ceiling is below {threshold:.2f}): no method's correlation with it can be "
+            "told apart from noise. More seeds, larger test sets or a model that learns the test "
+            "task would give a ground truth worth comparing against."
+        )
+    return text
 
 
 def build_report(
@@ -242,14 +266,7 @@ def build_report(
         *[f"{note}  " for note in notes],
     ]
     if ceiling is not None and not ceiling.empty:
-        parts += [
-            "",
-            "How to read this: the ground truth is a retraining, and retrainings that differ only in "
-            "their seed disagree. The seed rows show how well two seeds' ground truths agree and how "
-            "reliable their mean is; no method can be expected to correlate with that mean above the "
-            "ceiling. Differences between methods smaller than the gap between the ceiling and 1 are "
-            "not evidence that one method is better.",
-        ]
+        parts += ["", ceiling_sentence(ceiling, n_train)]
     figures = _figures(results, report_dir, ceiling)
     if figures:
         parts += ["", "## Figures", ""] + [

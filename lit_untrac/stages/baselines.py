@@ -222,8 +222,11 @@ def hessian_rows(datamodule: Any, n: int, seed: int) -> list[dict]:
     return [rows[i] for i in order[:n].tolist()]
 
 
-def run_baselines(ctx: Context, methods: str | Sequence[str] | None = None) -> dict[str, str]:
-    """Run the baselines not yet done; returns ``{method: influence.csv path}``."""
+def run_baselines(
+    ctx: Context, methods: str | Sequence[str] | None = None, folder: str | None = None
+) -> dict[str, str]:
+    """Run the baselines not yet done, each in ``<folder>/<method>`` (by default
+    ``<output_dir>/baselines``); returns ``{method: influence.csv path}``."""
     from lit_untrac.config import require_theta0
     from lit_untrac.models import max_positions
     from lit_untrac.modules import build_model
@@ -237,7 +240,7 @@ def run_baselines(ctx: Context, methods: str | Sequence[str] | None = None) -> d
     cfg.baselines.methods = methods
     cfg.baselines.tracin_dir = tracin_folder(ctx)
     settings = cfg.baselines
-    folder = os.path.join(ctx.output_dir, FOLDER)
+    folder = folder or os.path.join(ctx.output_dir, FOLDER)
     paths = {m: os.path.join(folder, m, "influence.csv") for m in methods}
     todo = [m for m in methods if not is_done(os.path.dirname(paths[m]))]
     for method in methods:

@@ -196,14 +196,19 @@ def prepare_ground_truth(ctx: Context) -> GroundTruthSetup:
     folder = os.path.join(ctx.output_dir, FOLDER)
     device = build_trainer(ctx, folder, logger=False).strategy.root_device
     eval_sets = {
-        name: EvalSet.build(name, examples, datamodule.collator, settings.eval_batch_size).to(device)
+        name: EvalSet.build(name, examples, datamodule.collator, settings.eval_batch_size).to(
+            device
+        )
         for name, examples in test_sets.items()
     }
     steps = cfg.data.train_steps or math.ceil(datamodule.mixture_size() / datamodule.batch_size)
     ctx.save_config(folder)
     theta0_file = os.path.join(folder, THETA0_LOSSES)
     if not os.path.isfile(theta0_file):
-        write_json(theta0_file, {"model": theta0_path, "losses": evaluate_losses(model.to(device), eval_sets)})
+        write_json(
+            theta0_file,
+            {"model": theta0_path, "losses": evaluate_losses(model.to(device), eval_sets)},
+        )
     return GroundTruthSetup(folder, datamodule, eval_sets, device, steps, targets)
 
 
@@ -222,7 +227,9 @@ def job_folder(setup: GroundTruthSetup, target: str, seed: int) -> str:
     return os.path.join(seed_folder(setup.folder, seed), target)
 
 
-def run_job(ctx: Context, setup: GroundTruthSetup, target: str, seed: int = 0, callbacks: Sequence[Any] = ()) -> bool:
+def run_job(
+    ctx: Context, setup: GroundTruthSetup, target: str, seed: int = 0, callbacks: Sequence[Any] = ()
+) -> bool:
     """Train and evaluate one model of the ground truth, unless it is done.
 
     ``target`` is the training dataset left out, or ``theta_0`` for the full
@@ -244,7 +251,14 @@ def run_job(ctx: Context, setup: GroundTruthSetup, target: str, seed: int = 0, c
     )
     start = time.perf_counter()
     losses, global_step = retrain_without(
-        ctx, folder, exclude, steps, setup.eval_sets, setup.device, seed_offset=seed, callbacks=callbacks
+        ctx,
+        folder,
+        exclude,
+        steps,
+        setup.eval_sets,
+        setup.device,
+        seed_offset=seed,
+        callbacks=callbacks,
     )
     seconds = time.perf_counter() - start
     mark_done(
@@ -298,12 +312,17 @@ def aggregate(ctx: Context, setup: GroundTruthSetup) -> str:
         for seed, values in per_seed.items()
         for row in influence_rows("ground_truth", values)
     ]
-    write_csv(os.path.join(setup.folder, "influence_seeds.csv"), seed_rows, ("seed", *INFLUENCE_COLUMNS))
+    write_csv(
+        os.path.join(setup.folder, "influence_seeds.csv"), seed_rows, ("seed", *INFLUENCE_COLUMNS)
+    )
     complete = all(
-        len(values) == len(setup.datamodule.train_names) * len(setup.eval_sets) for values in per_seed.values()
+        len(values) == len(setup.datamodule.train_names) * len(setup.eval_sets)
+        for values in per_seed.values()
     )
     if len(per_seed) == settings.seeds and complete:
-        mark_done(setup.folder, variant=settings.variant, train_steps=setup.steps, seeds=settings.seeds)
+        mark_done(
+            setup.folder, variant=settings.variant, train_steps=setup.steps, seeds=settings.seeds
+        )
     return path
 
 

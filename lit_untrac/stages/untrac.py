@@ -120,6 +120,23 @@ def unlearn_each(ctx: Context, method: Method, stage: str | None = None) -> str:
     return stage
 
 
+def target_done(ctx: Context, method: Method, stage: str, target: str) -> bool:
+    """Whether ``target`` finished in ``stage`` with the current settings."""
+    return _finished(_target_folder(stage, target), _fingerprint(ctx, method))
+
+
+def collect_targets(ctx: Context, method: Method, stage: str, known: list[str]) -> list[str]:
+    """Merge the finished targets' files into the stage's files without
+    running anything; mark the stage done when every target is."""
+    from lit_untrac.results import mark_done
+
+    fingerprint = _fingerprint(ctx, method)
+    finished = _collect(stage, method, known, fingerprint)
+    if finished == known:
+        mark_done(stage, targets=known, fingerprint=fingerprint)
+    return finished
+
+
 def _tracker_settings(settings) -> dict:
     return {
         "every_n_steps": settings.every_n_steps,
