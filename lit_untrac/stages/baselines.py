@@ -84,10 +84,23 @@ class GradientJob:
             yield name, self.gradient(batches)
 
     def hessian_batches(self, batch_size: int) -> list[dict]:
-        """This process's share of the Hessian examples, collated."""
+        """This process's share of every Hessian mini-batch, collated.
+
+        Each global mini-batch is split across the processes (rather than
+        the mini-batches dealt out), so that LiSSA's k-th stochastic Hessian
+        is the same mini-batch whatever the number of processes.
+        """
+        rank, world_size = self.trainer.global_rank, self.trainer.world_size
         rows = self.hessian_rows
-        batches = [self.collator(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
-        return batches[self.trainer.global_rank :: self.trainer.world_size]
+        if min(batch_size, len(rows)) < world_size:
+            raise UserError(
+                f"Hessian mini-batches of {min(batch_size, len(rows))} examples cannot be shared by "
+                f"{world_size} processes; use a batch size (and hessian_examples) of at least {world_size}"
+            )
+        return [
+            self.collator(rows[i : i + batch_size][rank::world_size])
+            for i in range(0, len(rows), batch_size)
+        ]
 
     def on_device(self, hvp: Callable[[Vector], Vector]) -> Callable[[Vector], Vector]:
         """``hvp`` with theta_0 on the device and in eval mode (Lightning's
