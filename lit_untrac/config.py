@@ -33,6 +33,9 @@ class UnlearnConfig:
         reduction: ``sum`` over examples (the paper's Eq. 2 and 4) or ``mean``.
         eval_batch_size: Examples per evaluation batch.
         eval_max_tokens: Padded tokens per evaluation batch, at most.
+        checkpoint_every_n_steps: Keep a resume checkpoint every n steps, so
+            that a run killed part-way continues its curves when rerun
+            (none: no checkpoints); removed once the run finishes.
     """
 
     optimizer: str = "Adam"
@@ -46,6 +49,7 @@ class UnlearnConfig:
     reduction: Literal["sum", "mean"] = "sum"
     eval_batch_size: int = 64
     eval_max_tokens: int | None = None
+    checkpoint_every_n_steps: int | None = 100
 
 
 @dataclass
@@ -65,6 +69,9 @@ class GroundTruthConfig:
             the data order and dropout).
         reduction: ``sum`` over test examples (Eq. 1) or ``mean``.
         eval_batch_size: Examples per evaluation batch.
+        checkpoint_every_n_steps: Keep a resume checkpoint every n steps of
+            each retraining, so that one killed part-way continues when
+            rerun (none: no checkpoints); removed once it finishes.
     """
 
     variant: Literal["paper", "classic"] = "paper"
@@ -72,6 +79,7 @@ class GroundTruthConfig:
     vary_init: bool = True
     reduction: Literal["sum", "mean"] = "sum"
     eval_batch_size: int = 64
+    checkpoint_every_n_steps: int | None = 100
 
 
 @dataclass

@@ -94,3 +94,17 @@ def predict_trainer() -> pl.Trainer:
 
 def sequences(examples) -> set[tuple[int, ...]]:
     return {tuple(torch.as_tensor(e["input_ids"]).tolist()) for e in examples}
+
+
+class KillAfter(pl.Callback):
+    """Kills its own process (SIGKILL: no cleanup, as a crash or a preempted
+    job) once training reaches ``step`` optimizer steps."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -41,6 +41,9 @@ def test_ray_on_two_cpus_gives_the_local_tables(tmp_path):
     ray_ctx = parse(["--config", config(str(tmp_path / "ray"), "ray")], prog="test")
     run_experiment(ray_ctx, show_progress=False)
     for name in FILES:
-        with open(os.path.join(local.output_dir, name), "rb") as a, open(os.path.join(ray_ctx.output_dir, name), "rb") as b:
+        with (
+            open(os.path.join(local.output_dir, name), "rb") as a,
+            open(os.path.join(ray_ctx.output_dir, name), "rb") as b,
+        ):
             assert a.read() == b.read(), name
     assert not os.path.exists(os.path.join(ray_ctx.output_dir, "failures.csv"))

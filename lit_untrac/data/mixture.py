@@ -39,6 +39,10 @@ class SeededBatchSampler(Sampler[list[int]]):
     Under data parallelism each process takes its share of every global batch
     (``batch[rank::world_size]``), so the global batch is the same whatever
     the number of processes.
+
+    ``skip`` passes over the first global batches (a run resumed from a
+    checkpoint has consumed them); ``len`` still counts them, as Lightning's
+    restored loop does.
     """
 
     def __init__(
@@ -51,6 +55,7 @@ class SeededBatchSampler(Sampler[list[int]]):
         shuffle: bool = True,
         rank: int = 0,
         world_size: int = 1,
+        skip: int = 0,
     ) -> None:
         if n < 1:
             raise UserError("cannot draw batches from an empty dataset")
@@ -64,6 +69,7 @@ class SeededBatchSampler(Sampler[list[int]]):
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.epochs, self.num_batches, self.shuffle = epochs, num_batches, shuffle
         self.rank, self.world_size = rank, world_size
+        self.skip = skip
 
     def __len__(self) -> int:
         if self.num_batches is not None:
@@ -98,7 +104,10 @@ class SeededBatchSampler(Sampler[list[int]]):
                 return
 
     def __iter__(self) -> Iterator[list[int]]:
-        for batch in self.global_batches():
+        batches = self.global_batches()
+        for _ in zip(range(self.skip), batches):  # consumed before a resumed run's checkpoint
+            pass
+        for batch in batches:
             share = batch[self.rank :: self.world_size]
             if share:
                 yield share
@@ -345,11 +354,19 @@ class MixtureDataModule(pl.LightningDataModule):
 
     # ---- loaders ------------------------------------------------------------
 
-    def _distribution(self) -> tuple[int, int]:
+    def _distribution(self) -> tuple[int, int, int]:
+        """(rank, world size, global batches already consumed by a resumed run)."""
         trainer = self.trainer
         if trainer is None:
-            return 0, 1
-        return trainer.global_rank, trainer.world_size
+            return 0, 1, 0
+        consumed = trainer.global_step * trainer.accumulate_grad_batches
+        if consumed:
+            import warnings
+
+            # Lightning warns that a plain dataloader cannot resume mid-epoch;
+            # this one skips the batches the checkpoint has consumed.
+            warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+        return trainer.global_rank, trainer.world_size, consumed
 
     def _loader(
         self, dataset, batch_size: int | None = None, batch_sampler: Sampler | None = None
@@ -371,7 +388,7 @@ class MixtureDataModule(pl.LightningDataModule):
         lit-untrac commands do).
         """
         self._require_prepared()
-        rank, world_size = self._distribution()
+        rank, world_size, consumed = self._distribution()
         if self.unlearn is not None:
             examples = self.attribution_examples(self.unlearn)
             sampler = SeededBatchSampler(
@@ -381,6 +398,7 @@ class MixtureDataModule(pl.LightningDataModule):
                 epochs=self.unlearn_epochs,
                 rank=rank,
                 world_size=world_size,
+                skip=consumed,
             )
             return self._loader(examples, batch_sampler=sampler)
         mixture = ConcatDataset([self._examples[n] for n in self.mixture_names()])
@@ -392,6 +410,7 @@ class MixtureDataModule(pl.LightningDataModule):
             num_batches=steps,
             rank=rank,
             world_size=world_size,
+            skip=consumed,
         )
         return self._loader(mixture, batch_sampler=sampler)
 

@@ -136,3 +136,36 @@ def _trainer_default(key: str) -> Any:
     from lightning.pytorch import Trainer
 
     return inspect.signature(Trainer.__init__).parameters[key].default
+
+
+def resumable(folder: str, every_n_steps: int | None) -> tuple[list[Any], str | None]:
+    """Checkpointing for a job that can be killed and resumed.
+
+    Returns a ModelCheckpoint that keeps ``<folder>/checkpoints/last.ckpt``
+    every ``every_n_steps`` steps (none when it is unset), and that file when
+    an earlier, unfinished run left it: pass it to ``fit`` as ``ckpt_path``.
+    The module's weights, the optimizer, the loop and the callbacks' states
+    (the InfluenceTracker's curves) continue from there, and the datamodule
+    skips the batches already consumed.
+    """
+    if not every_n_steps:
+        return [], None
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    directory = os.path.join(folder, "checkpoints")
+    last = os.path.join(directory, "last.ckpt")
+    checkpoint = ModelCheckpoint(
+        dirpath=directory,
+        every_n_train_steps=every_n_steps,
+        save_last=True,
+        save_top_k=0,
+        enable_version_counter=False,
+    )
+    return [checkpoint], last if os.path.isfile(last) else None
+
+
+def discard_checkpoints(folder: str) -> None:
+    """Remove a finished job's resume checkpoints (they can be large)."""
+    import shutil
+
+    shutil.rmtree(os.path.join(folder, "checkpoints"), ignore_errors=True)

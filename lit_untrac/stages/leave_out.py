@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lit_untrac.errors import UserError, choose
-from lit_untrac.stages.common import Context, build_trainer, parse
+from lit_untrac.stages.common import Context, build_trainer, discard_checkpoints, parse
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ def retrain_without(
         export=False,
         run_name=f"leave_out/{target or THETA0}/seed_{seed_offset}",
         trainer_overrides={"enable_checkpointing": False},
+        checkpoint_every_n_steps=ctx.cfg.ground_truth.checkpoint_every_n_steps,
     )
     return evaluate_losses(module.model.to(device), eval_sets), module.trainer.global_step
 
@@ -261,6 +262,7 @@ def run_job(
         callbacks=callbacks,
     )
     seconds = time.perf_counter() - start
+    discard_checkpoints(folder)
     mark_done(
         folder,
         exclude=exclude,

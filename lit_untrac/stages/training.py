@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lit_untrac.errors import UserError
-from lit_untrac.stages.common import Context, build_datamodule, build_trainer
+from lit_untrac.stages.common import Context, build_datamodule, build_trainer, resumable
 
 
 def training_seeds(ctx: Context, seed_offset: int = 0, vary_init: bool = True) -> tuple[int, int]:
@@ -33,13 +33,16 @@ def train_language_model(
     export: bool = True,
     run_name: str | None = None,
     trainer_overrides: dict[str, Any] | None = None,
+    checkpoint_every_n_steps: int | None = None,
 ):
     """Train the config's ``model`` on the ``data`` mixture (without ``exclude``).
 
     The same config, seed and step count as theta_0 give the same
     initialisation and, apart from the left-out data, the same training run.
     ``trainer_overrides`` replace Trainer settings of the config (for
-    example ``enable_checkpointing=False`` for throw-away retrainings).
+    example ``enable_checkpointing=False`` for throw-away retrainings). With
+    ``checkpoint_every_n_steps``, a run killed part-way resumes from
+    ``<folder>/checkpoints/last.ckpt`` when called again.
 
     Returns:
         ``(module, datamodule)`` after training; the module in eval mode.
@@ -62,14 +65,18 @@ def train_language_model(
     pl.seed_everything(init_seed, verbose=False)
     module = LanguageModel(**model_kwargs)
     pl.seed_everything(run_seed, verbose=False)
+    checkpointing, resume_from = resumable(folder, checkpoint_every_n_steps)
+    overrides = {"max_epochs": 1, "max_steps": -1, **(trainer_overrides or {})}
+    if checkpointing:
+        overrides["enable_checkpointing"] = True
     trainer = build_trainer(
         ctx,
         folder,
-        callbacks=callbacks,
+        callbacks=[*callbacks, *checkpointing],
         run_name=run_name,
         group=ctx.cfg.name,
-        **{"max_epochs": 1, "max_steps": -1, **(trainer_overrides or {})},
+        **overrides,
     )
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     module.eval()
     return module, datamodule

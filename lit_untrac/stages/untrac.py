@@ -30,7 +30,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lit_untrac.errors import UserError
-from lit_untrac.stages.common import Context, build_datamodule, build_trainer, finish_loggers, parse
+from lit_untrac.stages.common import (
+    Context,
+    build_datamodule,
+    build_trainer,
+    discard_checkpoints,
+    finish_loggers,
+    parse,
+    resumable,
+)
 
 
 @dataclass(frozen=True)
@@ -216,22 +224,23 @@ def _unlearn_one(
     overrides = {}
     if cfg.trainer.log_every_n_steps is None:  # log the unlearned loss where the tracker evaluates
         overrides["log_every_n_steps"] = settings.every_n_steps
+    checkpointing, resume_from = resumable(folder, settings.checkpoint_every_n_steps)
     trainer = build_trainer(
         ctx,
         folder,
-        callbacks=[tracker],
+        callbacks=[tracker, *checkpointing],
         run_name=f"{method.name}/{target}",
         group=f"{cfg.name}/{method.name}",
         logger_dir=stage,
         max_epochs=1,  # the datamodule serves the unlearning epochs as one pass
         max_steps=-1,
-        enable_checkpointing=False,
+        enable_checkpointing=bool(checkpointing),
         **overrides,
     )
     datamodule.configure(unlearn=target)
     pl.seed_everything(cfg.seed_everything, verbose=False)
     try:
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     except NonFiniteLossError as err:
         _collect(stage, method, known, fingerprint, partial=folder)
         raise UserError(
@@ -240,6 +249,7 @@ def _unlearn_one(
         ) from err
     finally:
         finish_loggers(trainer)
+    discard_checkpoints(folder)
     mark_done(folder, target=target, fingerprint=fingerprint)
 
 
