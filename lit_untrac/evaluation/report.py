@@ -153,8 +153,7 @@ def agreement_table(
                             ceiling["test_dataset"] == dataset, f"{statistic}_ceiling"
                         ].iloc[0]
                     )
-                    meaningful = not math.isnan(top) and top >= threshold
-                    if meaningful and not math.isnan(mean) and mean >= top:
+                    if top > 0 and not math.isnan(mean) and mean >= top:
                         mark += " ★"
                 cells.append(_fmt(mean, std) + mark)
         rows.append(cells)
@@ -182,8 +181,7 @@ def agreement_table(
     )
     if ceiling is not None and not ceiling.empty:
         notes.append(
-            "★ at or above the noise ceiling: as good as the ground truth's own noise allows "
-            "(marked only where the ceiling itself is above noise)."
+            "★ at or above the noise ceiling: as good as the ground truth's own noise allows."
         )
     return _markdown_table(header, rows), notes
 
@@ -191,7 +189,6 @@ def agreement_table(
 def ceiling_sentence(ceiling: pd.DataFrame, n_train: int) -> str:
     """How to read the tables, given how well the ground truth agrees with itself."""
     threshold = critical_correlation(n_train)
-    unreliable = ceiling[~(ceiling["pearson_ceiling"] >= threshold)]["test_dataset"].tolist()
     text = (
         "How to read this: the ground truth is a retraining, and retrainings that differ only in "
         "their seed disagree. The seed rows show how well two seeds' ground truths agree and how "
@@ -199,14 +196,21 @@ def ceiling_sentence(ceiling: pd.DataFrame, n_train: int) -> str:
         "ceiling, and differences between methods smaller than the gap between the ceiling and 1 "
         "are not evidence that one method is better."
     )
-    if unreliable:
-        names = ", ".join(f"`{d}`" for d in unreliable)
-        text += (
-            f" Here the ground truth of {names} does not agree with itself across seeds beyond "
-            f"chance (its ceiling is below {threshold:.2f}): no method's correlation with it can be "
-            "told apart from noise. More seeds, larger test sets or a model that learns the test "
-            "task would give a ground truth worth comparing against."
-        )
+    for row in ceiling.itertuples():
+        r = row.pearson_pairs
+        if math.isnan(r) or r <= 0:
+            text += (
+                f" The ground truths of `{row.test_dataset}` from different seeds do not agree at "
+                f"all (r = {_fmt(r)}): no method can be judged against them. More seeds, larger test "
+                "sets or a model that learns the test task would give a ground truth worth comparing "
+                "against."
+            )
+        elif r < threshold:
+            text += (
+                f" For `{row.test_dataset}`, two seeds' ground truths agree at r = {r:.2f}, below the "
+                f"{threshold:.2f} that {n_train} training datasets need for significance: the ground "
+                "truth is noisy, and so is every correlation with it."
+            )
     return text
 
 
