@@ -34,6 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "run every stage of an experiment and its report (the default experiment without --config)",
         "lit_untrac.experiment:experiment_command",
     ),
+    "sweep": (
+        "rerun UnTrac / UnTrac-Inv over settings and report one table (Table 4, Figure 3)",
+        "lit_untrac.sweep:sweep_command",
+    ),
     "report": (
         "rebuild an experiment's report from its results: lit-untrac report <folder>",
         "lit_untrac.experiment:report_command",

@@ -26,7 +26,12 @@ def test_every_experiment_config_parses(config):
     name = os.path.basename(config).removesuffix(".yaml")
     assert cfg.name == name and cfg.output_dir == f"runs/{name}"
     assert cfg.model.model is not None and cfg.data.train and cfg.data.test
-    assert (cfg.untrac.batch_size, cfg.untrac.epochs) == (1, 1)  # the paper's UnTrac
+    devices = cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1
+    # the paper's UnTrac, or the smallest global batch that the processes can share
+    assert (cfg.untrac.batch_size, cfg.untrac.epochs) == (
+        max(1, devices * cfg.trainer.num_nodes),
+        1,
+    )
     assert (cfg.untrac_inv.batch_size, cfg.untrac_inv.epochs) == (256, 5)  # and UnTrac-Inv
     for section in (cfg.untrac, cfg.untrac_inv):
         assert section.optimizer_args["lr"] == 5.0e-5 and section.scheduler == "constant"
