@@ -369,7 +369,7 @@ def _check_contradictions(cfg) -> None:
 
 def _report_to_wandb(ctx, report_dir: str) -> None:
     """Send the report to one W&B run when the trainer has a WandbLogger."""
-    from lit_untrac.stages.common import _is_wandb
+    from lit_untrac.stages.common import _is_wandb, wandb_offline_reason
 
     loggers = (
         ctx.cfg.trainer.logger
@@ -387,7 +387,9 @@ def _report_to_wandb(ctx, report_dir: str) -> None:
                     "project": getattr(init, "project", None) or "lit-untrac",
                     "group": ctx.cfg.name,
                     "dir": report_dir,
-                    "mode": "offline" if getattr(init, "offline", False) else None,
+                    "mode": "offline"
+                    if getattr(init, "offline", False) or wandb_offline_reason()
+                    else None,
                 },
             )
             return

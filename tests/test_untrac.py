@@ -370,3 +370,30 @@ def test_wandb_offline_run_holds_the_influence_series(theta0, tmp_path):
             table = json.load(handle)
         assert table["columns"] == ["method", "train_dataset", "test_dataset", "influence"]
         assert table["data"][0][:3] == ["untrac", target, "test"]
+
+
+def test_wandb_without_account_or_network_falls_back_to_offline(theta0, tmp_path, monkeypatch):
+    """A config asking for online W&B, on a machine with neither account nor
+    network: the run logs offline with a warning and finishes."""
+    from lit_untrac.stages import common
+
+    for name in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no `wandb login`
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setattr(common, "_WANDB_REASON", common._UNCHECKED)
+    monkeypatch.setattr(common, "_WARNED", set())
+    logger = {
+        "class_path": "lightning.pytorch.loggers.WandbLogger",
+        "init_args": {"offline": False, "project": "lit-untrac"},
+    }
+    config = write_config(
+        tmp_path,
+        theta0,
+        trainer={"accelerator": "cpu", "enable_progress_bar": False, "logger": logger},
+    )
+    with pytest.warns(UserWarning, match="W&B logs offline: no W&B account here"):
+        main(["untrac", "--config", config, "--targets", "train_1"])
+    stage = tmp_path / "experiment" / "untrac"
+    assert (stage / "targets" / "train_1" / "done.json").is_file()
+    assert glob.glob(str(stage / "wandb" / "offline-run-*"))

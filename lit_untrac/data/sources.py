@@ -10,6 +10,8 @@ dataset is split into subsets.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -151,7 +153,8 @@ def load_raw(spec: DatasetSpec):
         files = _file_list(spec)
         builder = FILE_BUILDERS[os.path.splitext(files[0])[1].lower()]
         try:
-            raw = datasets.load_dataset(builder, data_files=files, split="train")
+            with _quiet_datasets():  # the builders log a traceback before they raise
+                raw = datasets.load_dataset(builder, data_files=files, split="train")
         except Exception as err:  # the builders raise many types for a bad file
             raise UserError(
                 f"dataset {spec.name!r}: cannot read {files}: {_one_line(err)}"
@@ -171,6 +174,18 @@ def load_raw(spec: DatasetSpec):
     if spec.max_documents is not None:
         raw = raw.select(seeded_sample(len(raw), spec.max_documents, spec.seed))
     return _select_columns(raw, spec)
+
+
+@contextlib.contextmanager
+def _quiet_datasets():
+    """Silence the ``datasets`` library's own error logs for one call."""
+    logger = logging.getLogger("datasets")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _one_line(err: BaseException) -> str:

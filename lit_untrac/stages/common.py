@@ -81,6 +81,63 @@ def _name_loggers(trainer_cfg, folder: str, run_name: str | None, group: str | N
                 init["group"] = group
             if getattr(init, "save_dir", None) in (None, "."):
                 init.save_dir = folder
+            if not getattr(init, "offline", False):
+                reason = wandb_offline_reason()
+                if reason is not None:
+                    _warn_offline(reason, init.save_dir)
+                    init.offline = True
+
+
+def wandb_offline_reason() -> str | None:
+    """Why W&B cannot log online here (None when it can): ``WANDB_MODE``, no
+    account (no ``WANDB_API_KEY`` and no ``wandb login``), or no network to
+    the W&B server. Checked once per process."""
+    global _WANDB_REASON
+    if _WANDB_REASON is _UNCHECKED:
+        _WANDB_REASON = _check_wandb()
+    return _WANDB_REASON
+
+
+_UNCHECKED = object()
+_WANDB_REASON: Any = _UNCHECKED
+_WARNED: set[str] = set()
+
+
+def _check_wandb() -> str | None:
+    import netrc
+    import socket
+    from urllib.parse import urlparse
+
+    mode = os.environ.get("WANDB_MODE", "").lower()
+    if mode in ("offline", "disabled", "dryrun"):
+        return f"WANDB_MODE={mode}"
+    server = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    if not os.environ.get("WANDB_API_KEY"):
+        try:
+            account = netrc.netrc().authenticators(server.hostname or "")
+        except (OSError, netrc.NetrcParseError):
+            account = None
+        if not account:
+            return "no W&B account here (no WANDB_API_KEY and no `wandb login`)"
+    port = server.port or (443 if server.scheme == "https" else 80)
+    try:
+        socket.create_connection((server.hostname, port), timeout=3).close()
+    except OSError as err:
+        return f"no network to {server.hostname} ({err})"
+    return None
+
+
+def _warn_offline(reason: str, folder: str | None) -> None:
+    import warnings
+
+    if reason.startswith("WANDB_MODE") or reason in _WARNED:
+        return
+    _WARNED.add(reason)
+    warnings.warn(
+        f"W&B logs offline: {reason}. The runs go to {folder or '.'}/wandb; "
+        "`wandb sync` uploads them later.",
+        stacklevel=3,
+    )
 
 
 def build_trainer(
