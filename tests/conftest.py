@@ -98,3 +98,17 @@ def synthetic_specs(n: int = 16, dataset: str = "synthetic_a") -> dict:
     ]
     test = [{"name": "test", "generator": dataset, "generator_args": {"split": "test", "n": n}}]
     return {"train": train, "test": test}
+
+
+@pytest.fixture(scope="session")
+def theta0(tmp_path_factory) -> str:
+    """theta_0 for the commands' tests: a random-init tiny GPT-2 saved with
+    save_pretrained (modules that need a trained one define their own)."""
+    from lit_untrac.models import load_model
+
+    torch.manual_seed(0)
+    model, tokenizer = load_model(TINY_GPT2)
+    folder = str(tmp_path_factory.mktemp("theta0"))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -11,25 +11,13 @@ import json
 import os
 
 import pytest
-import torch
 import yaml
 
 from lit_untrac.attribution.tracin import INDEX_FORMAT
 from lit_untrac.cli import main
-from lit_untrac.models import load_model
 from tests.conftest import TINY_GPT2, synthetic_specs
 
 N = 4
-
-
-@pytest.fixture(scope="module")
-def theta0(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    model, tokenizer = load_model(TINY_GPT2)
-    folder = str(tmp_path_factory.mktemp("theta0"))
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def config(tmp_path, theta0: str, **sections) -> str:

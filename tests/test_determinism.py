@@ -7,7 +7,7 @@ import os
 
 from lit_untrac.cli import main
 from lit_untrac.results import read_csv
-from tests.test_untrac import theta0, write_config  # noqa: F401 (theta0 is a fixture)
+from tests.test_untrac import write_config
 
 FILES = [
     "untrac/influence.csv",

@@ -17,23 +17,11 @@ import yaml
 
 from lit_untrac.cli import main
 from lit_untrac.data import MixtureDataModule
-from lit_untrac.models import load_model
-from tests.conftest import TINY_GPT2, synthetic_specs
+from tests.conftest import synthetic_specs
 
 N = 6  # examples per synthetic set
 LR = 1e-2  # large, so that influence is far above float32 rounding
 DATA_SEED = 3
-
-
-@pytest.fixture(scope="module")
-def theta0(tmp_path_factory) -> str:
-    """A random-init tiny GPT-2 saved with save_pretrained: theta_0."""
-    torch.manual_seed(0)
-    model, tokenizer = load_model(TINY_GPT2)
-    folder = str(tmp_path_factory.mktemp("theta0"))
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def write_config(folder, theta0: str, data: dict | None = None, **sections) -> str:
