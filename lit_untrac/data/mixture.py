@@ -355,11 +355,13 @@ class MixtureDataModule(pl.LightningDataModule):
     # ---- loaders ------------------------------------------------------------
 
     def _distribution(self) -> tuple[int, int, int]:
-        """(rank, world size, global batches already consumed by a resumed run)."""
+        """(rank, world size, global batches already consumed by a resumed run,
+        over all its epochs)."""
         trainer = self.trainer
         if trainer is None:
             return 0, 1, 0
-        consumed = trainer.global_step * trainer.accumulate_grad_batches
+        restoring = trainer.fit_loop.restarting  # a fit resumed from a checkpoint
+        consumed = trainer.global_step * trainer.accumulate_grad_batches if restoring else 0
         if consumed:
             import warnings
 
@@ -398,8 +400,8 @@ class MixtureDataModule(pl.LightningDataModule):
                 epochs=self.unlearn_epochs,
                 rank=rank,
                 world_size=world_size,
-                skip=consumed,
             )
+            sampler.skip = consumed % len(sampler)  # within the current epoch
             return self._loader(examples, batch_sampler=sampler)
         mixture = ConcatDataset([self._examples[n] for n in self.mixture_names()])
         steps = self.train_steps or -(-len(mixture) // self.batch_size)
@@ -410,8 +412,8 @@ class MixtureDataModule(pl.LightningDataModule):
             num_batches=steps,
             rank=rank,
             world_size=world_size,
-            skip=consumed,
         )
+        sampler.skip = consumed % len(sampler)  # within the current epoch
         return self._loader(mixture, batch_sampler=sampler)
 
     def val_dataloader(self) -> dict[str, DataLoader] | list:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -60,7 +61,12 @@ def plot_influence_curves(
         figure.suptitle(title)
     figure.tight_layout()
     os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-    temporary = f"{os.fspath(path)}.tmp.png"
+    handle, temporary = tempfile.mkstemp(  # a name of its own: processes may plot at once
+        prefix=f".{os.path.basename(os.fspath(path))}.",
+        suffix=".png",
+        dir=os.path.dirname(os.fspath(path)) or ".",
+    )
+    os.close(handle)
     figure.savefig(temporary, dpi=120)
     plt.close(figure)
     os.replace(temporary, path)
