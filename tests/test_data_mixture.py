@@ -203,3 +203,28 @@ def test_text_examples_are_blocks(tok):
     assert all(
         e["input_ids"].shape == (32,) and torch.equal(e["input_ids"], e["labels"]) for e in examples
     )
+
+
+def test_tokenised_datasets_are_cached_by_spec_tokenizer_and_block_size(tmp_path, tok, monkeypatch):
+    from lit_untrac.data import mixture
+
+    first = datamodule(tok, cache_dir=str(tmp_path))
+    assert list(tmp_path.glob("*.pt")) == []  # nothing is written before a job starts
+    first.setup("fit")
+    assert len(list(tmp_path.glob("*.pt"))) == 5
+    calls = []
+    real = mixture.tokenize
+    monkeypatch.setattr(
+        mixture, "tokenize", lambda *a, **k: calls.append(a[1].name) or real(*a, **k)
+    )
+    second = datamodule(tok, cache_dir=str(tmp_path))
+    assert calls == []  # read from the cache
+    for name in second.train_names + second.test_names:
+        for a, b in zip(first.examples(name), second.examples(name)):
+            assert (
+                torch.equal(a["input_ids"], b["input_ids"]) and a["input_ids"].dtype == torch.long
+            )
+    specs = synthetic_specs(n=12)
+    specs["train"][0]["generator_args"]["seed"] = 9  # another sample: another key
+    MixtureDataModule(**specs, cache_dir=str(tmp_path)).prepare(tok)
+    assert calls == ["train_1"]

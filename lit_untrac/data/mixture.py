@@ -145,6 +145,9 @@ class MixtureDataModule(pl.LightningDataModule):
         sample_seed: The seed of that sample (a different one per run).
         seed: The seed of the data order.
         num_workers: DataLoader workers.
+        cache_dir: Keep each tokenised dataset here, keyed by its spec, the
+            tokenizer and the block size, so that later jobs of an
+            experiment read it instead of tokenising again.
     """
 
     def __init__(
@@ -165,6 +168,7 @@ class MixtureDataModule(pl.LightningDataModule):
         sample_seed: int = 0,
         seed: int = 0,
         num_workers: int = 0,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.train_specs = _as_specs(train)
@@ -200,6 +204,8 @@ class MixtureDataModule(pl.LightningDataModule):
         self.sample_seed = sample_seed
         self.seed = seed
         self.num_workers = num_workers
+        self.cache_dir = cache_dir
+        self._unsaved: dict[str, list[dict]] = {}
         self.exclude: str | None = None
         self.unlearn: str | None = None
         self.configure(exclude=exclude, unlearn=unlearn)
@@ -261,6 +267,15 @@ class MixtureDataModule(pl.LightningDataModule):
                 ),
                 max_positions=_max_positions(model),
             )
+        self._save_cache()
+
+    def _save_cache(self) -> None:
+        """Write the datasets tokenised since the last call to the cache. This
+        waits for a Trainer's ``setup``, so that input refused before any job
+        starts leaves nothing on disk."""
+        for key, rows in self._unsaved.items():
+            _write_cache(self.cache_dir, key, rows)
+        self._unsaved = {}
 
     def prepare(
         self, tokenizer, encoder_decoder: bool = False, max_positions: int | None = None
@@ -283,14 +298,20 @@ class MixtureDataModule(pl.LightningDataModule):
         self.tokenizer, self.encoder_decoder = tokenizer, encoder_decoder
         for spec in self.train_specs + self.test_specs:
             if spec.name not in self._examples:
-                raw = load_raw(spec)
-                rows = tokenize(raw, spec, tokenizer, self.block_size, encoder_decoder, max_length)
-                rows = [rows[i] for i in seeded_sample(len(rows), spec.max_examples, spec.seed)]
-                if not rows:
-                    raise UserError(
-                        f"dataset {spec.name!r} has no examples after tokenisation "
-                        f"(texts shorter than block_size={self.block_size}?)"
+                key = _cache_key(spec, tokenizer, self.block_size, encoder_decoder, max_length)
+                rows = _read_cache(self.cache_dir, key)
+                if rows is None:
+                    raw = load_raw(spec)
+                    rows = tokenize(
+                        raw, spec, tokenizer, self.block_size, encoder_decoder, max_length
                     )
+                    rows = [rows[i] for i in seeded_sample(len(rows), spec.max_examples, spec.seed)]
+                    if not rows:
+                        raise UserError(
+                            f"dataset {spec.name!r} has no examples after tokenisation "
+                            f"(texts shorter than block_size={self.block_size}?)"
+                        )
+                    self._unsaved[key] = rows
                 self._examples[spec.name] = Examples(rows, spec.name)
         return self
 
@@ -428,6 +449,66 @@ class MixtureDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> dict[str, DataLoader] | list:
         """The same as :meth:`val_dataloader`, for ``lit-untrac test``."""
         return self.val_dataloader()
+
+
+def _cache_key(
+    spec: DatasetSpec, tokenizer, block_size: int, encoder_decoder: bool, max_length
+) -> str:
+    """A hash of everything a dataset's tokenised examples depend on."""
+    import dataclasses
+    import hashlib
+    import json
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocabulary = (
+        backend.to_str()
+        if backend is not None
+        else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    )
+    text = json.dumps(
+        {
+            "spec": dataclasses.asdict(spec),
+            "tokenizer": hashlib.sha256(vocabulary.encode()).hexdigest(),
+            "special": [tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id],
+            "block_size": block_size,
+            "encoder_decoder": encoder_decoder,
+            "max_length": max_length,
+            "version": 1,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _read_cache(cache_dir: str | None, key: str) -> list[dict] | None:
+    if cache_dir is None:
+        return None
+    import os
+
+    path = os.path.join(cache_dir, f"{key}.pt")
+    if not os.path.isfile(path):
+        return None
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a damaged cache file is tokenised again
+        return None
+    return [{k: (v.long() if torch.is_tensor(v) else v) for k, v in row.items()} for row in stored]
+
+
+def _write_cache(cache_dir: str | None, key: str, rows: list[dict]) -> None:
+    """Store int32 token ids (half the bytes), through a temporary file and a rename."""
+    if cache_dir is None:
+        return
+    import os
+    import tempfile
+
+    os.makedirs(cache_dir, exist_ok=True)
+    stored = [{k: (v.int() if torch.is_tensor(v) else v) for k, v in row.items()} for row in rows]
+    handle, temporary = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=cache_dir)
+    os.close(handle)
+    torch.save(stored, temporary)
+    os.replace(temporary, os.path.join(cache_dir, f"{key}.pt"))
 
 
 def _max_positions(model) -> int | None:

@@ -61,6 +61,8 @@ def build_datamodule(ctx: Context, **overrides: Any):
     from lit_untrac.data import MixtureDataModule
 
     kwargs = dict(vars(ctx.instantiate().data))
+    if kwargs.get("cache_dir") is None:  # every job of an experiment tokenises once
+        kwargs["cache_dir"] = os.path.join(ctx.cfg.output_dir, "cache", "tokenised")
     kwargs.update(overrides)
     return MixtureDataModule(**kwargs)
 
