@@ -63,6 +63,7 @@ def benchmark(settings: Settings) -> list[Row]:
     for _ in range(settings.repeats):
         ours += lightning_steps(settings, copy.deepcopy(start), data)
         model = copy.deepcopy(start.model).to(settings.device)
+        data.trainer = None  # the same batches from the start, not a resumed run's rest
         plain += plain_steps(settings, model, data.train_dataloader())
     what = "UnlearningModule step under Lightning / plain ascent step (batch 1)"
     return [Row("B2", what, median(ours), median(plain), TARGET)]
