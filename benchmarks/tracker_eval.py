@@ -15,14 +15,14 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import torch
 
-from benchmarks import Row, Settings, clock, median, quiet_trainer, synthetic_data
+from benchmarks import Row, Settings, autocast, benchmark_data, clock, median, quiet_trainer
 
 TARGET = 1.10
 
 
-def bare_loop(model, batches) -> None:
+def bare_loop(model, batches, settings: Settings) -> None:
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast(settings):
         for batch in batches:
             model(**batch)
     model.train()
@@ -40,7 +40,7 @@ class SideBySide(pl.Callback):
 
     def timed_bare(self, module) -> None:
         start = self.clock()
-        bare_loop(module.model, self.batches)
+        bare_loop(module.model, self.batches, self.settings)
         self.bare.append(self.clock() - start)
 
     def first(self, trainer, module) -> None:
@@ -79,7 +79,7 @@ def benchmark(settings: Settings) -> list[Row]:
     ours: list[float] = []
     bare: list[float] = []
     for _ in range(settings.repeats):
-        data = synthetic_data(settings.examples, batch_size=1, train_steps=steps)
+        data = benchmark_data(settings, settings.examples, batch_size=1, train_steps=steps)
         data.prepare(module.tokenizer)
         tracker = InfluenceTracker(every_n_steps=1)
         batches = EvalSet.build(

@@ -15,7 +15,7 @@ import copy
 import lightning.pytorch as pl
 import torch
 
-from benchmarks import Row, Settings, clock, median, quiet_trainer, synthetic_data
+from benchmarks import Row, Settings, autocast, benchmark_data, clock, median, quiet_trainer
 
 TARGET = 1.05
 
@@ -43,7 +43,8 @@ def plain_steps(settings: Settings, model, loader) -> list[float]:
     ends = []
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
-        loss = model(**batch).loss
+        with autocast(settings):
+            loss = model(**batch).loss
         optimizer.zero_grad()
         (-loss).backward()
         optimizer.step()
@@ -56,13 +57,14 @@ def benchmark(settings: Settings) -> list[Row]:
 
     steps = settings.warmup + settings.steps + 1
     start = UnlearningModule(settings.model)
-    data = synthetic_data(steps, unlearn="train_1", unlearn_batch_size=1)
+    data = benchmark_data(settings, steps, unlearn="train_1", unlearn_batch_size=1)
     data.prepare(start.tokenizer)
     ours: list[float] = []
     plain: list[float] = []
     for _ in range(settings.repeats):
         ours += lightning_steps(settings, copy.deepcopy(start), data)
         model = copy.deepcopy(start.model).to(settings.device)
+        data.trainer = None  # the same batches from the start, not a resumed run's rest
         plain += plain_steps(settings, model, data.train_dataloader())
     what = "UnlearningModule step under Lightning / plain ascent step (batch 1)"
     return [Row("B2", what, median(ours), median(plain), TARGET)]

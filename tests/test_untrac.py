@@ -181,6 +181,8 @@ def test_the_stage_folder_holds_every_file_and_a_rerun_skips(untrac_run, capsys)
     assert resolved["untrac"]["optimizer_args"]["lr"] == LR and resolved["untrac"]["epochs"] == 1
     with open(os.path.join(stage, "done.json")) as handle:
         assert json.load(handle)["targets"] == ["train_1", "train_2", "train_3", "train_4"]
+    with open(os.path.join(stage, "targets", "train_1", "done.json")) as handle:
+        assert json.load(handle)["seconds"] > 0  # each target's wall time, for the benchmarks
     before = {
         name: open(os.path.join(stage, name)).read() for name in ("influence.csv", "curves.csv")
     }

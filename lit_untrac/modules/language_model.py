@@ -47,16 +47,50 @@ def resolve_optimizer(name: str) -> type[torch.optim.Optimizer]:
 
 
 def build_optimizer(name: str, args: dict[str, Any] | None, params) -> torch.optim.Optimizer:
-    """Instantiate an optimizer, turning bad arguments into a clear error."""
+    """Instantiate an optimizer, turning bad arguments into a clear error.
+
+    Unless ``args`` choose ``fused`` or ``foreach`` themselves, torch's fused
+    implementation is used where the class has one for the parameters'
+    device (Adam, AdamW, SGD and Adagrad on CPU and CUDA), else the
+    ``foreach`` one on CUDA; otherwise torch's default.
+    """
     cls = resolve_optimizer(name)
     args = dict(args or {})
     for key in ("betas",):
         if isinstance(args.get(key), list):
             args[key] = tuple(args[key])
+    params = [dict(p, params=list(p["params"])) if isinstance(p, dict) else p for p in params]
+    args.update(fast_implementation(cls, args, params))
     try:
         return cls(params, **args)
     except (TypeError, ValueError) as err:
         raise UserError(f"bad arguments {args} for optimizer {name!r}: {err}") from err
+
+
+def fast_implementation(cls: type[torch.optim.Optimizer], args: dict[str, Any], params) -> dict:
+    """``{"fused": True}``, ``{"foreach": True}`` or nothing, for :func:`build_optimizer`."""
+    if "fused" in args or "foreach" in args:
+        return {}
+    tensors = [p for item in params for p in (item["params"] if isinstance(item, dict) else [item])]
+    if not tensors:
+        return {}
+    accepts = inspect.signature(cls.__init__).parameters
+    devices = {p.device.type for p in tensors}
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        fused_devices = set(_get_fused_kernels_supported_devices())
+    except ImportError:  # a private helper; torch 2.4 and later fuse on the CPU too
+        fused_devices = {"cuda"}
+    if (
+        "fused" in accepts
+        and devices <= fused_devices
+        and all(p.is_floating_point() and not p.is_sparse for p in tensors)
+    ):
+        return {"fused": True}
+    if "foreach" in accepts and devices == {"cuda"}:
+        return {"foreach": True}
+    return {}
 
 
 def load_checkpoint_model(path: str):
@@ -154,7 +188,8 @@ class LanguageModel(pl.LightningModule):
         )
         self.model, self.tokenizer = build_model(spec)
         if gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
+            enable = getattr(self.model, "activation_checkpointing_enable", None)
+            (enable or self.model.gradient_checkpointing_enable)()  # older transformers
         if compile:
             self.model.compile()
 

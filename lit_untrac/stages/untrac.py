@@ -26,6 +26,7 @@ import csv
 import hashlib
 import json
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -239,6 +240,7 @@ def _unlearn_one(
     )
     datamodule.configure(unlearn=target)
     pl.seed_everything(cfg.seed_everything, verbose=False)
+    start = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     except NonFiniteLossError as err:
@@ -249,8 +251,9 @@ def _unlearn_one(
         ) from err
     finally:
         finish_loggers(trainer)
+    seconds = time.perf_counter() - start
     discard_checkpoints(folder)
-    mark_done(folder, target=target, fingerprint=fingerprint)
+    mark_done(folder, target=target, fingerprint=fingerprint, seconds=round(seconds, 3))
 
 
 # ---- files -------------------------------------------------------------------
