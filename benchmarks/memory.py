@@ -76,9 +76,12 @@ def hif_run(settings: Settings, mode: str, module, data) -> None:
     from lit_untrac.modules.losses import EvalSet
     from lit_untrac.stages.baselines import RUNNERS, GradientJob
 
+    # LiSSA's scale only has to keep the series from diverging on these random
+    # weights (their Hessian is larger than a trained model's); memory does
+    # not depend on it.
     options = SimpleNamespace(
         batch_size=8,
-        lissa=SimpleNamespace(depth=10, damping=0.01, scale=100.0, repeats=1, batch_size=None),
+        lissa=SimpleNamespace(depth=10, damping=0.01, scale=1e4, repeats=1, batch_size=None),
         arnoldi=SimpleNamespace(
             iterations=settings.arnoldi_iterations, top_k=settings.arnoldi_iterations
         ),
