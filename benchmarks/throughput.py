@@ -68,29 +68,12 @@ def unlearning(settings: Settings, batch_size: int) -> tuple[float, int]:
 
 def evaluation(settings: Settings) -> tuple[float, float, int]:
     """(tracker seconds, bare seconds, tokens) of one evaluation of the test set."""
-    from benchmarks import quiet_trainer
-    from benchmarks.tracker_eval import After, Before, SideBySide
-    from lit_untrac.callbacks import InfluenceTracker
+    from benchmarks.tracker_eval import side_by_side
     from lit_untrac.modules import LanguageModel
-    from lit_untrac.modules.losses import EvalSet
 
-    module = LanguageModel(settings.model, export=False)
-    steps = settings.warmup + settings.steps
-    data = benchmark_data(settings, settings.examples, batch_size=1, train_steps=steps)
-    data.prepare(module.tokenizer)
-    tracker = InfluenceTracker(every_n_steps=1)
-    batches = EvalSet.build(
-        "test",
-        data.eval_sets("test")["test"],
-        data.collator,
-        tracker.eval_batch_size,
-        tracker.eval_max_tokens,
-    ).to(settings.device)
-    tokens = sum(int(b["attention_mask"].sum()) for b in batches.batches)
-    side_by_side = SideBySide(settings, batches.batches)
-    callbacks = [Before(side_by_side), tracker, After(side_by_side)]
-    quiet_trainer(settings, callbacks).fit(module, datamodule=data)
-    return median(side_by_side.ours), median(side_by_side.bare), tokens
+    timings, batches = side_by_side(settings, LanguageModel(settings.model, export=False))
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+    return median(timings.ours), median(timings.bare), tokens
 
 
 def main(argv: list[str] | None = None) -> None:

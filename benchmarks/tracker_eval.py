@@ -69,30 +69,39 @@ class After(Before):
         self.side_by_side.last(trainer, module)
 
 
-def benchmark(settings: Settings) -> list[Row]:
+def side_by_side(settings: Settings, module) -> tuple[SideBySide, list]:
+    """One training of ``settings.warmup + settings.steps`` steps whose tracker
+    evaluates the test set at every step, timed against the bare loop; the
+    timings and the evaluation batches."""
     from lit_untrac.callbacks import InfluenceTracker
-    from lit_untrac.modules import LanguageModel
     from lit_untrac.modules.losses import EvalSet
 
-    module = LanguageModel(settings.model, export=False)
     steps = settings.warmup + settings.steps
+    data = benchmark_data(settings, settings.examples, batch_size=1, train_steps=steps)
+    data.prepare(module.tokenizer)
+    tracker = InfluenceTracker(every_n_steps=1)
+    batches = EvalSet.build(
+        "test",
+        data.eval_sets("test")["test"],
+        data.collator,
+        tracker.eval_batch_size,
+        tracker.eval_max_tokens,
+    ).to(settings.device)
+    timings = SideBySide(settings, batches.batches)
+    callbacks = [Before(timings), tracker, After(timings)]
+    quiet_trainer(settings, callbacks).fit(module, datamodule=data)
+    return timings, batches.batches
+
+
+def benchmark(settings: Settings) -> list[Row]:
+    from lit_untrac.modules import LanguageModel
+
+    module = LanguageModel(settings.model, export=False)
     ours: list[float] = []
     bare: list[float] = []
     for _ in range(settings.repeats):
-        data = benchmark_data(settings, settings.examples, batch_size=1, train_steps=steps)
-        data.prepare(module.tokenizer)
-        tracker = InfluenceTracker(every_n_steps=1)
-        batches = EvalSet.build(
-            "test",
-            data.eval_sets("test")["test"],
-            data.collator,
-            tracker.eval_batch_size,
-            tracker.eval_max_tokens,
-        ).to(settings.device)
-        side_by_side = SideBySide(settings, batches.batches)
-        callbacks = [Before(side_by_side), tracker, After(side_by_side)]
-        quiet_trainer(settings, callbacks).fit(module, datamodule=data)
-        ours += side_by_side.ours
-        bare += side_by_side.bare
+        timings, _ = side_by_side(settings, module)
+        ours += timings.ours
+        bare += timings.bare
     what = f"InfluenceTracker evaluation / bare no_grad loop ({settings.examples} examples)"
     return [Row("B1", what, median(ours), median(bare), TARGET)]
