@@ -169,6 +169,17 @@ def quiet_trainer(settings: Settings, callbacks: list, **kwargs):
     )
 
 
+def plain_adam(model) -> torch.optim.Optimizer:
+    """The bare loops' optimizer: the paper's Adam with the same fused
+    implementation the UnlearningModule picks, so that a ratio measures
+    Lightning's and lit-untrac's overhead, not the optimizer kernel."""
+    from lit_untrac.modules.language_model import fast_implementation
+
+    params = list(model.parameters())
+    fast = fast_implementation(torch.optim.Adam, {}, params)
+    return torch.optim.Adam(params, lr=5e-5, betas=(0.9, 0.999), **fast)
+
+
 def autocast(settings: Settings):
     """The bare loops' counterpart of the trainers' precision."""
     if settings.precision == "bf16-mixed":

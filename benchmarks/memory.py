@@ -30,7 +30,7 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
-from benchmarks import Row, Settings, autocast, benchmark_data
+from benchmarks import Row, Settings, autocast, benchmark_data, plain_adam
 
 TARGET = 1.10
 MODES = ("plain", "untrac", "hif_lissa", "hif_arnoldi")
@@ -52,7 +52,7 @@ def plain_finetuning(settings: Settings, model, data) -> None:
 
     device = torch.device(settings.device)
     model.to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=5e-5, betas=(0.9, 0.999))
+    optimizer = plain_adam(model)
     data.trainer = None
     for batch in data.train_dataloader():
         batch = {k: v.to(device) for k, v in batch.items()}

@@ -15,7 +15,16 @@ import copy
 import lightning.pytorch as pl
 import torch
 
-from benchmarks import Row, Settings, autocast, benchmark_data, clock, median, quiet_trainer
+from benchmarks import (
+    Row,
+    Settings,
+    autocast,
+    benchmark_data,
+    clock,
+    median,
+    plain_adam,
+    quiet_trainer,
+)
 
 TARGET = 1.05
 
@@ -39,7 +48,7 @@ def plain_steps(settings: Settings, model, loader) -> list[float]:
     now = clock(settings.device)
     device = torch.device(settings.device)
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=5e-5, betas=(0.9, 0.999))
+    optimizer = plain_adam(model)
     ends = []
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
