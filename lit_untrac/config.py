@@ -63,15 +63,15 @@ class GroundTruthConfig:
             all of D without Z, so the step count follows the data:
             ceil(|D without Z| * T / |D|) (Appendix A.1).
         seeds: Retrain theta_0 and every leave-out model this many times with
-            different seeds; the ground truth is the mean over seeds (only 1
-            is supported so far).
+            different seeds; the ground truth is the mean over seeds.
         vary_init: Whether a seed also changes the initialisation (besides
             the data order and dropout).
         reduction: ``sum`` over test examples (Eq. 1) or ``mean``.
         eval_batch_size: Examples per evaluation batch.
         checkpoint_every_n_steps: Keep a resume checkpoint every n steps of
-            each retraining, so that one killed part-way continues when
-            rerun (none: no checkpoints); removed once it finishes.
+            theta_0's training and of each retraining, so that one killed
+            part-way continues when rerun (none: no checkpoints); removed
+            once it finishes.
     """
 
     variant: Literal["paper", "classic"] = "paper"

@@ -256,8 +256,23 @@ def _from_pretrained(spec: ModelSpec, dtype: torch.dtype):
         model = _auto_class(_is_seq2seq(config, spec.kind)).from_pretrained(location, **kwargs)
     except (OSError, ValueError) as err:
         raise UserError(f"cannot load model {name!r}: {_first_line(err)}") from err
+    if "gguf_file" in kwargs:
+        forget_gguf_quantizer(model)
     tokenizer = load_tokenizer(spec.tokenizer or name, spec.revision)
     return model, tokenizer
+
+
+def forget_gguf_quantizer(model) -> None:
+    """transformers dequantises a GGUF file's weights into ``dtype`` on load
+    but keeps its quantizer attached, and that quantizer refuses
+    ``save_pretrained``. The weights are plain tensors, so drop it: a
+    finetuned packaged model then exports like any other."""
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model, "quantization_method"):
+        model.quantization_method = None
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
 
 
 def _looks_like_hub_id(name: str) -> bool:

@@ -43,6 +43,22 @@ def test_export_folder_round_trips(tmp_path, tiny_spec):
     assert loaded_tok("abc")["input_ids"] == tok("abc")["input_ids"]
 
 
+@pytest.mark.slow
+@pytest.mark.smollm
+def test_the_packaged_model_exports_and_loads_back(tmp_path):
+    """A finetuned SmolLM2 (loaded from its GGUF file) saves like any model,
+    and the export gives the same logits."""
+    pytest.importorskip("gguf")
+    model, tok = load_model("smollm2-135m-instruct")
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    loaded, loaded_tok = load_model(str(tmp_path))
+    ids = torch.tensor([tok("What is the number that comes after 600?")["input_ids"]])
+    assert loaded_tok.decode(ids[0]) == tok.decode(ids[0])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(ids).logits, model.eval()(ids).logits)
+
+
 def test_seq2seq_from_config(tiny_t5_spec):
     model, tok = load_model(tiny_t5_spec)
     assert model.config.is_encoder_decoder

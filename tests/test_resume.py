@@ -94,3 +94,25 @@ def test_a_killed_run_resumes_and_matches_an_uninterrupted_one(
         assert read(os.path.join(resumed, stage, name)) == read(os.path.join(whole, stage, name)), (
             name
         )
+
+
+@pytest.mark.slow
+def test_a_killed_theta0_training_resumes_and_exports_the_uninterrupted_model(setup, tmp_path):
+    import torch
+
+    from lit_untrac.models import load_model
+
+    whole, resumed = str(tmp_path / "whole"), str(tmp_path / "resumed")
+    assert lit_untrac("train", "--config", setup["config"], "--output_dir", whole).returncode == 0
+    killed = lit_untrac("train", "--config", setup["killing"], "--output_dir", resumed)
+    assert killed.returncode == -9  # SIGKILL after 5 of 8 steps; the last checkpoint is at step 3
+    folder = os.path.join(resumed, "model")
+    assert os.path.isfile(os.path.join(folder, "checkpoints", "last.ckpt"))
+    finished = lit_untrac("train", "--config", setup["config"], "--output_dir", resumed)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert "Restoring states from the checkpoint" in finished.stderr + finished.stdout
+    assert not os.path.exists(os.path.join(folder, "checkpoints"))
+    expected, _ = load_model(os.path.join(whole, "model", "export"))
+    got, _ = load_model(os.path.join(folder, "export"))
+    for (name, a), (_, b) in zip(expected.state_dict().items(), got.state_dict().items()):
+        assert torch.equal(a, b), name

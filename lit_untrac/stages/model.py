@@ -4,7 +4,10 @@ The folder holds the exported model (``model/export``, what every other
 stage loads), Lightning checkpoints, the TracIn checkpoints when ``tracin``
 is among ``baselines.methods`` (``model/tracin``, every
 ``baselines.tracin_every_n_steps`` steps), the resolved ``config.yaml`` and
-``done.json``. A finished model is not trained again; with ``pretrained``
+``done.json``. A training killed part-way resumes from
+``model/checkpoints/last.ckpt`` (kept every
+``ground_truth.checkpoint_every_n_steps`` steps, as for the leave-out
+retrainings). A finished model is not trained again; with ``pretrained``
 set, theta_0 is given and there is nothing to train.
 """
 
@@ -35,6 +38,7 @@ def train_theta0(ctx: Context, callbacks: Sequence[Any] = ()) -> str | None:
     from lit_untrac.attribution import resolve_methods
     from lit_untrac.callbacks.tracin_checkpoints import TracInCheckpoints
     from lit_untrac.results import is_done, mark_done
+    from lit_untrac.stages.common import discard_checkpoints
     from lit_untrac.stages.training import train_language_model
 
     cfg = ctx.cfg
@@ -53,8 +57,15 @@ def train_theta0(ctx: Context, callbacks: Sequence[Any] = ()) -> str | None:
         )
     ctx.save_config(folder)
     start = time.perf_counter()
-    module, _ = train_language_model(ctx, folder, callbacks=callbacks, run_name="theta_0")
+    module, _ = train_language_model(
+        ctx,
+        folder,
+        callbacks=callbacks,
+        run_name="theta_0",
+        checkpoint_every_n_steps=cfg.ground_truth.checkpoint_every_n_steps,
+    )
     seconds = time.perf_counter() - start
+    discard_checkpoints(folder)
     mark_done(
         folder,
         global_step=module.trainer.global_step,
