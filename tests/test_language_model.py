@@ -73,6 +73,33 @@ def test_training_lowers_the_loss_and_exports(tmp_path, tiny_spec):
         assert torch.equal(a, b), name
 
 
+def test_a_fit_resumed_from_its_last_step_still_exports(tmp_path, tiny_spec):
+    """Killed after the final checkpoint but before the export, a rerun
+    restores a finished loop, trains nothing, and exports the trained model."""
+
+    def fit(root, export, ckpt_path=None):
+        dm = MixtureDataModule(**synthetic_specs(n=8), batch_size=8, train_steps=4)
+        module = LanguageModel(tiny_spec, optimizer_args={"lr": 3e-3}, export=export)
+        trainer = pl.Trainer(
+            max_epochs=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=str(root),
+            limit_val_batches=0,
+        )
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        return module
+
+    trained = fit(tmp_path / "first", export=False)
+    assert not (tmp_path / "first" / "export").exists()
+    checkpoint = next((tmp_path / "first" / "checkpoints").glob("*step=4.ckpt"))
+    fit(tmp_path / "second", export=True, ckpt_path=str(checkpoint))
+    exported, _ = load_model(str(tmp_path / "second" / "export"))
+    for (name, a), (_, b) in zip(trained.model.state_dict().items(), exported.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
 def test_hyperparameters_hold_primitives_only(tiny_spec):
     module = LanguageModel(tiny_spec)
 

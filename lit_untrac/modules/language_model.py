@@ -265,7 +265,9 @@ class LanguageModel(pl.LightningModule):
 
     # ---- export -------------------------------------------------------------
 
-    def on_train_end(self) -> None:
+    def on_fit_end(self) -> None:
+        # on_fit_end, not on_train_end: a fit resumed from a checkpoint taken
+        # at its last step runs no training loop, and must still export
         if self.hparams.export:
             self.export(
                 self.hparams.export_dir or os.path.join(self.trainer.default_root_dir, "export")
