@@ -334,6 +334,10 @@ def run_experiment(ctx, show_progress: bool = True) -> str | None:
 
     launcher = make_launcher(ctx)
     launcher.run(todo, lambda job: execute_job(ctx, job), on_done)
+    from lit_untrac.stages.common import is_global_zero
+
+    if not is_global_zero():  # under ddp: the other processes took part in the jobs
+        return None
     write_failures(cfg.output_dir, failures)
     _aggregate(ctx, train_names, test_sets)
     if "report" not in cfg.stages:

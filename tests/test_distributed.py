@@ -28,6 +28,8 @@ def lit_untrac(*args: str) -> None:
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # the launcher's exit code is rank zero's: the other rank must not have failed either
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")

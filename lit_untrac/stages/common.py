@@ -197,6 +197,16 @@ def _trainer_default(key: str) -> Any:
     return inspect.signature(Trainer.__init__).parameters[key].default
 
 
+def is_global_zero() -> bool:
+    """Whether this process collects, aggregates and reports. Lightning's
+    ``ddp`` runs the whole command in every process: each takes part in
+    every training, and only rank zero reads the jobs' files back and writes
+    the stage's own."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
 def resumable(folder: str, every_n_steps: int | None) -> tuple[list[Any], str | None]:
     """Checkpointing for a job that can be killed and resumed.
 

@@ -39,7 +39,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from lit_untrac.errors import UserError, choose
-from lit_untrac.stages.common import Context, build_trainer, discard_checkpoints, parse
+from lit_untrac.stages.common import (
+    Context,
+    build_trainer,
+    discard_checkpoints,
+    is_global_zero,
+    parse,
+)
 
 log = logging.getLogger(__name__)
 
@@ -335,6 +341,8 @@ def run_ground_truth(ctx: Context, callbacks: Sequence[Any] = ()) -> str:
     for target, seed in ground_truth_jobs(setup, ctx.cfg.ground_truth.seeds):
         if not run_job(ctx, setup, target, seed, callbacks=callbacks):
             print(f"leave-out {target} (seed {seed}): already done")
+    if not is_global_zero():
+        return os.path.join(setup.folder, "influence.csv")
     return aggregate(ctx, setup)
 
 

@@ -37,6 +37,7 @@ from lit_untrac.stages.common import (
     build_trainer,
     discard_checkpoints,
     finish_loggers,
+    is_global_zero,
     parse,
     resumable,
 )
@@ -120,6 +121,8 @@ def unlearn_each(ctx: Context, method: Method, stage: str | None = None) -> str:
         module = module or _unlearning_module(ctx, settings, theta0)
         _unlearn_one(ctx, method, module, datamodule, target, folder, stage, known, fingerprint)
         module = None
+    if not is_global_zero():
+        return stage
     finished = _collect(stage, method, known, fingerprint)
     if finished == known:
         from lit_untrac.results import mark_done
@@ -252,6 +255,8 @@ def _unlearn_one(
     finally:
         finish_loggers(trainer)
     seconds = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return
     discard_checkpoints(folder)
     mark_done(folder, target=target, fingerprint=fingerprint, seconds=round(seconds, 3))
 
