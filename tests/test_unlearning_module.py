@@ -158,7 +158,12 @@ def test_any_optimizer_from_yaml_matches_a_plain_ascent_loop(tmp_path, theta0, n
     cls = type(module.trainer.optimizers[0])
     args = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.optimizer_args.items()}
     maximize = "maximize" in cls.__init__.__code__.co_varnames
-    optimizer = cls(reference.parameters(), **args, **({"maximize": True} if maximize else {}))
+    if maximize:
+        args["maximize"] = True
+    # the same implementation (fused, foreach or the loop): the same rounding
+    chosen = module.trainer.optimizers[0].defaults
+    args.update({k: chosen[k] for k in ("fused", "foreach") if chosen.get(k)})
+    optimizer = cls(reference.parameters(), **args)
     examples = list(data.examples("train_1"))
     order = torch.randperm(N, generator=torch.Generator().manual_seed(5)).tolist()
     before = reference(**pad(examples, module.tokenizer.pad_token_id)).loss.item()
