@@ -43,18 +43,22 @@ def test_loss_equals_transformers_own_loss(request, which):
     torch.testing.assert_close(per_example, one_by_one, rtol=1e-5, atol=1e-6)
 
 
-def test_training_lowers_the_loss_and_exports(tmp_path, tiny_spec):
-    dm = MixtureDataModule(**synthetic_specs(n=8), batch_size=8, train_steps=60)
-    module = LanguageModel(tiny_spec, optimizer_args={"lr": 3e-3})
-    trainer = pl.Trainer(
+def one_epoch_trainer(root) -> pl.Trainer:
+    return pl.Trainer(
         max_epochs=1,
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        default_root_dir=str(tmp_path),
+        default_root_dir=str(root),
         num_sanity_val_steps=0,
         limit_val_batches=0,
     )
+
+
+def test_training_lowers_the_loss_and_exports(tmp_path, tiny_spec):
+    dm = MixtureDataModule(**synthetic_specs(n=8), batch_size=8, train_steps=60)
+    module = LanguageModel(tiny_spec, optimizer_args={"lr": 3e-3})
+    trainer = one_epoch_trainer(tmp_path)
     dm.prepare(module.tokenizer)
     batch = Collator(module.tokenizer.pad_token_id)(list(dm.examples("train_1")))
     with torch.no_grad():
@@ -80,15 +84,7 @@ def test_a_fit_resumed_from_its_last_step_still_exports(tmp_path, tiny_spec):
     def fit(root, export, ckpt_path=None):
         dm = MixtureDataModule(**synthetic_specs(n=8), batch_size=8, train_steps=4)
         module = LanguageModel(tiny_spec, optimizer_args={"lr": 3e-3}, export=export)
-        trainer = pl.Trainer(
-            max_epochs=1,
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            default_root_dir=str(root),
-            limit_val_batches=0,
-        )
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        one_epoch_trainer(root).fit(module, datamodule=dm, ckpt_path=ckpt_path)
         return module
 
     trained = fit(tmp_path / "first", export=False)
