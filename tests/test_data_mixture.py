@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -228,3 +230,23 @@ def test_tokenised_datasets_are_cached_by_spec_tokenizer_and_block_size(tmp_path
     specs["train"][0]["generator_args"]["seed"] = 9  # another sample: another key
     MixtureDataModule(**specs, cache_dir=str(tmp_path)).prepare(tok)
     assert calls == ["train_1"]
+
+
+def test_an_edited_source_file_is_tokenised_again(tmp_path, tok):
+    data = tmp_path / "a.jsonl"
+    data.write_text('{"prompt": "1+1=", "completion": "2"}\n')
+    spec = {
+        "name": "a",
+        "files": str(data),
+        "prompt_field": "prompt",
+        "completion_field": "completion",
+    }
+    cache = str(tmp_path / "cache")
+    first = MixtureDataModule(train=[spec], cache_dir=cache).prepare(tok)
+    first.setup("fit")
+    data.write_text('{"prompt": "2+2=", "completion": "4"}\n')
+    os.utime(data, (1, 1))  # a different time, whatever the clock's resolution
+    second = MixtureDataModule(train=[spec], cache_dir=cache).prepare(tok)
+    expected = tok("2+2=4", add_special_tokens=False)["input_ids"]
+    got = second.examples("a")[0]["input_ids"].tolist()
+    assert [t for t in got if t in expected] == expected

@@ -468,6 +468,7 @@ def _cache_key(
     text = json.dumps(
         {
             "spec": dataclasses.asdict(spec),
+            "files": _file_stamps(spec.files),
             "tokenizer": hashlib.sha256(vocabulary.encode()).hexdigest(),
             "special": [tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id],
             "block_size": block_size,
@@ -479,6 +480,21 @@ def _cache_key(
         default=str,
     )
     return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _file_stamps(files) -> list:
+    """Size and modification time of local source files: an edited file is
+    tokenised again rather than read stale from the cache."""
+    import os
+
+    if not files:
+        return []
+    paths = [files] if isinstance(files, str) else list(files)
+    return [
+        (path, os.path.getsize(path), os.path.getmtime(path))
+        for path in paths
+        if os.path.isfile(path)
+    ]
 
 
 def _read_cache(cache_dir: str | None, key: str) -> list[dict] | None:
