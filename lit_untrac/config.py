@@ -147,8 +147,9 @@ class BaselinesConfig:
         lissa: LiSSA settings.
         arnoldi: Arnoldi settings.
         share_gradients: Compute theta_0's dataset gradients once and share
-            them between GradDot, GradCos and the HIF methods (it holds one
-            gradient-sized vector per training and test dataset); ``false``
+            them between GradDot, GradCos and the HIF methods when more than
+            one of them runs (it holds one gradient-sized vector per training
+            and test dataset); ``false``
             recomputes them for each method, holding one training gradient
             at a time.
     """

@@ -167,7 +167,7 @@ def test_theta0_gradients_are_computed_once_and_give_the_unshared_scores(
     """GradDot, GradCos and both HIF methods draw theta_0's gradients from one
     pass over each dataset; recomputing them per method gives the same scores."""
     from lit_untrac.modules.gradients import GradientExtractor
-    from lit_untrac.stages.baselines import run_baselines
+    from lit_untrac.stages.baselines import GradientJob, run_baselines
     from lit_untrac.stages.common import parse
 
     config, _ = experiment
@@ -195,3 +195,17 @@ def test_theta0_gradients_are_computed_once_and_give_the_unshared_scores(
     for method in methods:
         shared, unshared = tables["true"][method], tables["false"][method]
         assert shared.influence.tolist() == pytest.approx(unshared.influence.tolist(), rel=1e-6)
+    # one such method alone (beside TracIn) streams its training gradients, holding none
+    jobs = []
+    monkeypatch.setattr(GradientJob, "theta0_gradients", record(jobs, GradientJob.theta0_gradients))
+    ctx = parse(["--config", config], prog="test")
+    run_baselines(ctx, ["graddot", "tracin"], folder=str(tmp_path / "alone"))
+    assert [job.share for job in jobs] == [False] and jobs[0]._theta0 is None
+
+
+def record(jobs: list, method):
+    def recorded(job):
+        jobs.append(job)
+        return method(job)
+
+    return recorded

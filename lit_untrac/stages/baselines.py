@@ -198,6 +198,9 @@ def run_hif_arnoldi(job: GradientJob, settings: Any) -> Scores:
     return hif_arnoldi_scores(*job.theta0_gradients(), eigenbasis)
 
 
+#: The methods that use theta_0's gradients (:meth:`GradientJob.theta0_gradients`).
+THETA0_METHODS = {"graddot", "gradcos", "hif_lissa", "hif_arnoldi"}
+
 RUNNERS: dict[str, Callable[[GradientJob, Any], Scores]] = {
     "graddot": run_graddot,
     "gradcos": run_gradcos,
@@ -307,7 +310,8 @@ def run_baselines(
         hessian_rows=hessian_rows(datamodule, settings.hessian_examples, cfg.seed_everything),
         collator=datamodule.collator,
         seed=cfg.seed_everything,
-        share=settings.share_gradients,
+        # held only when more than one method will use them
+        share=settings.share_gradients and len(set(todo) & THETA0_METHODS) > 1,
     )
     for method in todo:
         start = time.perf_counter()
