@@ -146,6 +146,12 @@ class BaselinesConfig:
             mixture) the Hessian is estimated on (the paper: 256).
         lissa: LiSSA settings.
         arnoldi: Arnoldi settings.
+        share_gradients: Compute theta_0's dataset gradients once and share
+            them between GradDot, GradCos and the HIF methods when more than
+            one of them runs (it holds one gradient-sized vector per training
+            and test dataset); ``false``
+            recomputes them for each method, holding one training gradient
+            at a time.
     """
 
     methods: list[str] = field(
@@ -158,6 +164,7 @@ class BaselinesConfig:
     hessian_examples: int = 256
     lissa: LissaConfig = field(default_factory=LissaConfig)
     arnoldi: ArnoldiConfig = field(default_factory=ArnoldiConfig)
+    share_gradients: bool = True
 
 
 @dataclass

@@ -108,3 +108,17 @@ class KillAfter(pl.Callback):
             import signal
 
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class TermAt(pl.Callback):
+    """Sends its own process SIGTERM (as ``kill`` or a scheduler's
+    preemption) when optimizer step ``step`` starts."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGTERM)

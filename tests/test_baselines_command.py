@@ -159,3 +159,53 @@ def test_bad_input_is_one_line_and_writes_no_table(experiment, capsys, tmp_path,
         assert not os.path.exists(os.path.join(written, "hif_lissa"))
     else:
         assert tables == []
+
+
+def test_theta0_gradients_are_computed_once_and_give_the_unshared_scores(
+    experiment, tmp_path, monkeypatch
+):
+    """GradDot, GradCos and both HIF methods draw theta_0's gradients from one
+    pass over each dataset; recomputing them per method gives the same scores."""
+    from lit_untrac.modules.gradients import GradientExtractor
+    from lit_untrac.stages.baselines import GradientJob, run_baselines
+    from lit_untrac.stages.common import parse
+
+    config, _ = experiment
+    methods = ["graddot", "gradcos", "hif_lissa", "hif_arnoldi"]
+    passes: list[int] = []
+    original = GradientExtractor.dataset_gradient
+
+    def counted(self, trainer, batches):
+        passes.append(len(batches))
+        return original(self, trainer, batches)
+
+    monkeypatch.setattr(GradientExtractor, "dataset_gradient", counted)
+    counts, tables = {}, {}
+    for share in ("true", "false"):
+        passes.clear()
+        ctx = parse(["--config", config, "--baselines.share_gradients", share], prog="test")
+        paths = run_baselines(ctx, methods, folder=str(tmp_path / share))
+        counts[share] = len(passes)
+        tables[share] = {
+            m: read_csv(path).sort_values(["train_dataset", "test_dataset"])
+            for m, path in paths.items()
+        }
+    datasets = len(TRAIN) + len(TESTS)
+    assert counts == {"true": datasets, "false": len(methods) * datasets}
+    for method in methods:
+        shared, unshared = tables["true"][method], tables["false"][method]
+        assert shared.influence.tolist() == pytest.approx(unshared.influence.tolist(), rel=1e-6)
+    # one such method alone (beside TracIn) streams its training gradients, holding none
+    jobs = []
+    monkeypatch.setattr(GradientJob, "theta0_gradients", record(jobs, GradientJob.theta0_gradients))
+    ctx = parse(["--config", config], prog="test")
+    run_baselines(ctx, ["graddot", "tracin"], folder=str(tmp_path / "alone"))
+    assert [job.share for job in jobs] == [False] and jobs[0]._theta0 is None
+
+
+def record(jobs: list, method):
+    def recorded(job):
+        jobs.append(job)
+        return method(job)
+
+    return recorded

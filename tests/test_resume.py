@@ -1,5 +1,6 @@
 """A run killed part-way resumes from its checkpoint: the tracker's curves
-continue where they were and the results equal an uninterrupted run's."""
+continue where they were and the results equal an uninterrupted run's. A
+SIGTERM stops a run after the current step, with a checkpoint of that step."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tests.conftest import ROOT
 from tests.experiments import write_experiment
 
 KILL = [{"class_path": "tests.experiments.KillAfter", "init_args": {"step": 5}}]
+TERM = [{"class_path": "tests.experiments.TermAt", "init_args": {"step": 4}}]
 
 
 def lit_untrac(*args: str) -> subprocess.CompletedProcess:
@@ -45,9 +47,14 @@ def setup(tmp_path_factory):
     killing_path = os.path.join(folder, "killing.yaml")
     with open(killing_path, "w") as handle:
         yaml.safe_dump(killing, handle)
+    killing["trainer"]["callbacks"] = TERM
+    terminating_path = os.path.join(folder, "terminating.yaml")
+    with open(terminating_path, "w") as handle:
+        yaml.safe_dump(killing, handle)
     return {
         "config": config,
         "killing": killing_path,
+        "terminating": terminating_path,
         "theta0": os.path.join(folder, "experiment", "model", "export"),
     }
 
@@ -116,3 +123,33 @@ def test_a_killed_theta0_training_resumes_and_exports_the_uninterrupted_model(se
     got, _ = load_model(os.path.join(folder, "export"))
     for (name, a), (_, b) in zip(expected.state_dict().items(), got.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.slow
+def test_sigterm_stops_after_the_step_with_a_checkpoint_of_it_and_the_rerun_matches(
+    setup, tmp_path
+):
+    """Lightning alone would heed SIGTERM only at the epoch's end (after all
+    its steps); the job stops after step 5, not at the step-3 checkpoint."""
+    import torch
+
+    common = ["--pretrained", setup["theta0"], "--targets", "train_2"]
+    whole, resumed = str(tmp_path / "whole"), str(tmp_path / "resumed")
+    assert (
+        lit_untrac("untrac", "--config", setup["config"], "--output_dir", whole, *common).returncode
+        == 0
+    )
+    stopped = lit_untrac(
+        "untrac", "--config", setup["terminating"], "--output_dir", resumed, *common
+    )
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    job = os.path.join(resumed, "untrac", "targets", "train_2")
+    checkpoint = torch.load(os.path.join(job, "checkpoints", "last.ckpt"), weights_only=False)
+    assert checkpoint["global_step"] == 5  # the step that was running when SIGTERM came
+    assert not os.path.exists(os.path.join(job, "done.json"))
+    finished = lit_untrac("untrac", "--config", setup["config"], "--output_dir", resumed, *common)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    for name in ("curves.csv", "influence.csv"):
+        assert read(os.path.join(resumed, "untrac", name)) == read(
+            os.path.join(whole, "untrac", name)
+        )

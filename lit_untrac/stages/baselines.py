@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -48,6 +48,8 @@ class GradientJob:
             random order.
         collator: Collates ``hessian_rows`` into batches.
         seed: Seeds the Arnoldi start vector.
+        share: Keep theta_0's gradients once computed (:meth:`theta0_gradients`),
+            for the next method.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class GradientJob:
         hessian_rows: Sequence[dict],
         collator: Callable,
         seed: int = 0,
+        share: bool = True,
     ) -> None:
         from lit_untrac.modules.gradients import GradientExtractor
 
@@ -66,6 +69,8 @@ class GradientJob:
         self.train, self.test = train, test
         self.hessian_rows, self.collator, self.seed = list(hessian_rows), collator, seed
         self.extractor = GradientExtractor(model)
+        self.share = share
+        self._theta0: tuple[dict[str, Vector], list[tuple[str, Vector]]] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -82,6 +87,16 @@ class GradientJob:
         """The training gradients, one at a time."""
         for name, batches in self.train.items():
             yield name, self.gradient(batches)
+
+    def theta0_gradients(self) -> tuple[dict[str, Vector], Iterable[tuple[str, Vector]]]:
+        """The test and training gradients at theta_0: with ``share``,
+        computed by the first method that asks and handed to the next ones;
+        otherwise computed afresh, the training ones streamed."""
+        if not self.share:
+            return self.test_gradients(), self.train_gradients()
+        if self._theta0 is None:
+            self._theta0 = (self.test_gradients(), list(self.train_gradients()))
+        return self._theta0
 
     def hessian_batches(self, batch_size: int) -> list[dict]:
         """This process's share of every Hessian mini-batch, collated.
@@ -130,15 +145,13 @@ class GradientJob:
 def run_graddot(job: GradientJob, settings: Any) -> Scores:
     from lit_untrac.attribution.graddot import graddot_scores
 
-    return graddot_scores(job.test_gradients(), job.train_gradients())
+    return graddot_scores(*job.theta0_gradients())
 
 
 def run_gradcos(job: GradientJob, settings: Any) -> Scores:
     from lit_untrac.attribution.graddot import gradcos_scores
 
-    return gradcos_scores(
-        job.test_gradients(), job.train_gradients(), normalize=settings.gradcos_normalize
-    )
+    return gradcos_scores(*job.theta0_gradients(), normalize=settings.gradcos_normalize)
 
 
 def run_tracin(job: GradientJob, settings: Any) -> Scores:
@@ -169,8 +182,7 @@ def run_hif_lissa(job: GradientJob, settings: Any) -> Scores:
     batches = job.hessian_batches(options.batch_size or settings.batch_size)
     hvp = job.on_device(minibatch_hessian_vector_products(job.model, batches, reduce=job.reduce))
     return hif_scores(
-        job.test_gradients(),
-        job.train_gradients(),
+        *job.theta0_gradients(),
         lambda v: lissa(hvp, v, options.depth, options.damping, options.scale, options.repeats),
     )
 
@@ -183,8 +195,11 @@ def run_hif_arnoldi(job: GradientJob, settings: Any) -> Scores:
     batches = job.hessian_batches(settings.batch_size)
     hvp = job.on_device(hessian_vector_product(job.model, batches, reduce=job.reduce))
     eigenbasis = arnoldi_eigenbasis(hvp, job.random_vector(), options.iterations, options.top_k)
-    return hif_arnoldi_scores(job.test_gradients(), job.train_gradients(), eigenbasis)
+    return hif_arnoldi_scores(*job.theta0_gradients(), eigenbasis)
 
+
+#: The methods that use theta_0's gradients (:meth:`GradientJob.theta0_gradients`).
+THETA0_METHODS = {"graddot", "gradcos", "hif_lissa", "hif_arnoldi"}
 
 RUNNERS: dict[str, Callable[[GradientJob, Any], Scores]] = {
     "graddot": run_graddot,
@@ -295,6 +310,8 @@ def run_baselines(
         hessian_rows=hessian_rows(datamodule, settings.hessian_examples, cfg.seed_everything),
         collator=datamodule.collator,
         seed=cfg.seed_everything,
+        # held only when more than one method will use them
+        share=settings.share_gradients and len(set(todo) & THETA0_METHODS) > 1,
     )
     for method in todo:
         start = time.perf_counter()

@@ -158,7 +158,8 @@ def build_trainer(
     replace config values. W&B loggers get ``run_name``, ``group`` and, unless
     the config sets one, ``logger_dir`` (by default the job's folder) as their
     ``save_dir``. Batches are sharded by the datamodule's own sampler, so
-    Lightning's distributed sampler is turned off.
+    Lightning's distributed sampler is turned off. A SIGTERM stops the job
+    after the current step, keeping its resume checkpoint (:class:`StopOnSigterm`).
     """
     from lightning.pytorch import Trainer
 
@@ -169,7 +170,9 @@ def build_trainer(
         if kwargs.get(key) == _trainer_default(key):  # not set by the config
             kwargs[key] = value
     kwargs.update(overrides)
-    kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + list(callbacks)
+    from lit_untrac.callbacks import StopOnSigterm
+
+    kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + list(callbacks) + [StopOnSigterm()]
     kwargs["default_root_dir"] = folder
     kwargs["use_distributed_sampler"] = False
     os.makedirs(folder, exist_ok=True)
