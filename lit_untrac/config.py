@@ -149,9 +149,8 @@ class BaselinesConfig:
         share_gradients: Compute theta_0's dataset gradients once and share
             them between GradDot, GradCos and the HIF methods when more than
             one of them runs (it holds one gradient-sized vector per training
-            and test dataset); ``false``
-            recomputes them for each method, holding one training gradient
-            at a time.
+            and test dataset); ``false`` recomputes them for each method,
+            holding one training gradient at a time.
     """
 
     methods: list[str] = field(
